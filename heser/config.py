@@ -1,0 +1,170 @@
+"""Typed, validated view of params.yaml: the one source of every knob.
+
+``load_config()`` reads the file, applies the selected profile's dotted overrides and any
+``--set key=value`` overrides, and validates the result; a bad value is reported as
+``params.yaml: crop.size: Input should be greater than 0`` rather than a traceback later.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_PARAMS = ROOT / "params.yaml"
+
+
+class ConfigError(ValueError):
+    """params.yaml (or an override) is missing, unreadable or invalid."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Paths(_Strict):
+    raw: Path
+    weights: Path
+    crops: Path
+    parse: Path
+    shards: Path
+    reports: Path
+
+
+class Assets(_Strict):
+    data_manifest: Path
+    weights_manifest: Path
+    mirrors: list[Path] = []
+    retries: int = Field(4, ge=1, le=20)
+    timeout_s: float = Field(60, gt=0)
+    fail_on_error: bool = True
+
+
+class VideoSampling(_Strict):
+    stride: int = Field(4, ge=1)
+    max_frames: int = Field(32, ge=1)
+    smooth_sigma: float = Field(1.5, ge=0)
+
+
+class Crop(_Strict):
+    backend: Literal["mediapipe", "fan"] = "mediapipe"
+    size: int = Field(256, ge=32, le=2048)
+    scale: float = Field(1.3, gt=0.5, le=4)
+    center_shift: float = Field(0.3, ge=-1, le=2)
+    min_score: float = Field(0.5, gt=0, lt=1)
+    min_face_px: int = Field(40, ge=8)
+    max_image_side: int = Field(4096, ge=256)
+    video: VideoSampling = VideoSampling()
+
+
+class Parse(_Strict):
+    backend: Literal["mediapipe", "bisenet"] = "mediapipe"
+    bisenet_checkpoint: Path | None = None
+    person_threshold: float = Field(0.5, gt=0, lt=1)
+    neck_depth: float = Field(0.55, gt=0, le=2)
+
+    @model_validator(mode="after")
+    def _bisenet_needs_checkpoint(self) -> Parse:
+        if self.backend == "bisenet" and self.bisenet_checkpoint is None:
+            raise ValueError("parse.backend 'bisenet' needs parse.bisenet_checkpoint")
+        return self
+
+
+class Masks(_Strict):
+    dilation: float = Field(0.06, ge=0, le=0.5)
+
+
+class Split(_Strict):
+    val: float = Field(0.15, ge=0, lt=1)
+    test: float = Field(0.15, ge=0, lt=1)
+
+    @model_validator(mode="after")
+    def _leaves_train(self) -> Split:
+        if self.val + self.test >= 1:
+            raise ValueError("shard.split.val + shard.split.test must leave some train identities")
+        return self
+
+
+class Shard(_Strict):
+    split: Split = Split()
+    seed: int = 0
+    max_samples_per_shard: int = Field(1000, ge=1)
+
+
+class Config(_Strict):
+    profile: str
+    profiles: dict[str, dict[str, Any]]
+    paths: Paths
+    assets: Assets
+    crop: Crop
+    parse: Parse
+    masks: Masks
+    shard: Shard
+    root: Path = ROOT
+
+    def path(self, relative: Path | str) -> Path:
+        """A params.yaml path resolved against the project root."""
+        relative = Path(relative)
+        return relative if relative.is_absolute() else self.root / relative
+
+
+def _set_dotted(tree: dict[str, Any], key: str, value: Any, origin: str) -> None:
+    node = tree
+    *parents, leaf = key.split(".")
+    for part in parents:
+        if not isinstance(node.get(part), dict):
+            raise ConfigError(f"{origin}: {key}: no such section {part!r}")
+        node = node[part]
+    if leaf not in node:
+        raise ConfigError(f"{origin}: {key}: no such parameter")
+    node[leaf] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``crop.size=512`` -> ("crop.size", 512); the value is read as YAML."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"override {text!r}: expected key=value")
+    return key.strip(), yaml.safe_load(value)
+
+
+def load_config(
+    path: Path | str = DEFAULT_PARAMS, overrides: dict[str, Any] | None = None
+) -> Config:
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    tree = copy.deepcopy(raw)
+    profile = (overrides or {}).get("profile", tree.get("profile", "cpu"))
+    profiles = tree.get("profiles") or {}
+    if profile not in profiles:
+        raise ConfigError(f"{path}: profile {profile!r} is not in profiles ({sorted(profiles)})")
+    tree["profile"] = profile
+    for key, value in (profiles[profile] or {}).items():
+        _set_dotted(tree, key, value, f"{path}: profiles.{profile}")
+    for key, value in (overrides or {}).items():
+        if key != "profile":
+            _set_dotted(tree, key, value, "override")
+    tree["root"] = path.resolve().parent
+    try:
+        return Config.model_validate(tree)
+    except ValidationError as exc:
+        raise ConfigError(_describe(path, exc)) from None
+
+
+def _describe(path: Path, exc: ValidationError) -> str:
+    lines = [f"{path}: invalid parameters"]
+    for error in exc.errors():
+        where = ".".join(str(part) for part in error["loc"]) or "(top level)"
+        lines.append(f"  {where}: {error['msg']}")
+    return "\n".join(lines)

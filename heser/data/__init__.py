@@ -1,0 +1,1 @@
+"""Data: media reading, Fig. 4 masks, WebDataset shards and the sample index."""

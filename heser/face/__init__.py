@@ -1,0 +1,1 @@
+"""Face detection, landmarks, alignment/crop and semantic parsing; one backend per file."""

@@ -1,0 +1,191 @@
+"""Crop one video or photo: detect, pick the face, smooth the window over time, warp, store.
+
+Output: one tar per input (WebDataset layout) with, per kept frame, ``<key>.img.png`` (the
+aligned crop), ``<key>.lmk.npy`` (the backend's landmarks in crop pixels) and ``<key>.json``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import webdataset as wds
+
+import heser
+from heser.config import Config
+from heser.data.media import MediaError, VideoReader, read_image
+from heser.face.align import (
+    CropWindow,
+    inside_fraction,
+    smooth_windows,
+    transform_points,
+    warp_crop,
+    window_from_points,
+)
+from heser.face.types import Face, FaceBackend
+from heser.io import atomic_path, npy_bytes, png_bytes
+from heser.preprocess.items import MediaItem, sample_key
+from heser.rejects import Reject
+
+STAGE = "crop"
+
+
+@dataclass
+class ItemResult:
+    """What one input produced: samples written, and the frames skipped or kept by policy."""
+
+    file: str
+    samples: int = 0
+    rejects: list[Reject] = field(default_factory=list)
+
+
+@dataclass
+class _Detection:
+    frame: int
+    face: Face
+    n_faces: int
+
+
+def detect(backend: FaceBackend, rgb: np.ndarray, max_side: int) -> list[Face]:
+    """Run the backend on a copy no larger than ``max_side``; coordinates in full resolution."""
+    scale = max_side / max(rgb.shape[:2])
+    if scale >= 1:
+        return backend(rgb)
+    small = cv2.resize(rgb, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    return [_rescale(face, 1 / scale) for face in backend(small)]
+
+
+def _rescale(face: Face, factor: float) -> Face:
+    landmarks = face.landmarks * factor
+    return Face(face.box * factor, face.score, face.five_points * factor, landmarks, face.scheme)
+
+
+def choose_face(faces: list[Face], previous: Face | None) -> Face:
+    """Policy for several faces: the largest, or in a video the one that overlaps the face
+    kept in the previous sampled frame (so a passer-by never steals the track)."""
+    if previous is not None:
+        overlaps = [_iou(face.box, previous.box) for face in faces]
+        if max(overlaps) > 0.3:
+            return faces[int(np.argmax(overlaps))]
+    return max(faces, key=lambda face: face.area)
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return float(inter / union) if union > 0 else 0.0
+
+
+class _Detector:
+    """Per-frame detection with the reject policy applied (no face, too small, several)."""
+
+    def __init__(self, item: MediaItem, backend: FaceBackend, cfg: Config, result: ItemResult):
+        self.item, self.backend, self.cfg, self.result = item, backend, cfg, result
+        self.previous: Face | None = None
+
+    def __call__(self, frame: int, rgb: np.ndarray) -> _Detection | None:
+        faces = detect(self.backend, rgb, self.cfg.crop.max_image_side)
+        if not faces:
+            return self._reject(frame, "no face found")
+        face = choose_face(faces, self.previous)
+        if face.size < self.cfg.crop.min_face_px:
+            return self._reject(frame, f"face too small ({face.size:.0f} px < "
+                                       f"crop.min_face_px {self.cfg.crop.min_face_px})")
+        if len(faces) > 1:
+            self.result.rejects.append(Reject(STAGE, self.item.file, frame,
+                                              f"{len(faces)} faces found", "kept-largest"
+                                              if self.previous is None else "kept-tracked"))
+        self.previous = face
+        return _Detection(frame, face, len(faces))
+
+    def _reject(self, frame: int, reason: str) -> None:
+        self.result.rejects.append(Reject(STAGE, self.item.file, frame, reason))
+
+
+def _windows(detections: list[_Detection | None], cfg: Config) -> dict[int, CropWindow]:
+    """Crop windows of the kept frames, smoothed within runs of consecutive kept frames."""
+    windows: dict[int, CropWindow] = {}
+    run: list[_Detection] = []
+    for detection in [*detections, None]:
+        if detection is not None:
+            run.append(detection)
+            continue
+        raw = [window_from_points(d.face.five_points, cfg.crop.scale, cfg.crop.center_shift)
+               for d in run]
+        for d, window in zip(run, smooth_windows(raw, cfg.crop.video.smooth_sigma)):
+            windows[d.frame] = window
+        run = []
+    return windows
+
+
+def _sample(item: MediaItem, video_key: str, detection: _Detection, window: CropWindow,
+            rgb: np.ndarray, backend: FaceBackend, cfg: Config, notes: list[str],
+            fps: float) -> dict[str, object]:
+    crop, matrix = warp_crop(rgb, window, cfg.crop.size)
+    face = detection.face
+    key = sample_key(video_key, detection.frame)
+    meta = {
+        "key": key, "identity": item.identity, "video": video_key.split("__")[1],
+        "frame": detection.frame, "source_file": item.file, "source_sha256": item.sha256,
+        "kind": item.kind, "fps": fps, "source_size": [int(rgb.shape[1]), int(rgb.shape[0])],
+        "crop_size": cfg.crop.size, "window": window.as_list(),
+        "inside_fraction": inside_fraction(window, rgb.shape), "matrix": matrix.tolist(),
+        "five_points": transform_points(face.five_points, matrix).tolist(),
+        "scheme": face.scheme, "score": face.score, "n_faces": detection.n_faces,
+        "backend": {"name": backend.name, "version": backend.version}, "notes": notes,
+        "heser_version": heser.__version__,
+    }
+    return {
+        "__key__": key,
+        "img.png": png_bytes(crop, source_type="algorithmicallyEnhanced", source=item.file),
+        "lmk.npy": npy_bytes(transform_points(face.landmarks, matrix)),
+        "json": json.dumps(meta).encode(),
+    }
+
+
+def crop_item(item: MediaItem, backend: FaceBackend, cfg: Config, out_tar: Path) -> ItemResult:
+    """Crop every kept frame of ``item`` into ``out_tar`` (written atomically, even if empty)."""
+    result = ItemResult(item.file)
+    try:
+        samples = list(_crop_samples(item, backend, cfg, result))
+    except MediaError as exc:
+        result.rejects.append(Reject(STAGE, item.file, -1, str(exc)))
+        samples = []
+    with atomic_path(out_tar) as tmp, wds.TarWriter(str(tmp)) as sink:
+        for sample in samples:
+            sink.write(sample)
+    result.samples = len(samples)
+    if not samples and not any(r.frame == -1 for r in result.rejects):
+        result.rejects.append(Reject(STAGE, item.file, -1, "no frame kept"))
+    return result
+
+
+def _crop_samples(item: MediaItem, backend: FaceBackend, cfg: Config, result: ItemResult):
+    detector = _Detector(item, backend, cfg, result)
+    video_key = item.video_key
+    if item.kind == "image":
+        rgb, notes = read_image(item.path)
+        detection = detector(0, rgb)
+        if detection is not None:
+            window = _windows([detection], cfg)[0]
+            yield _sample(item, video_key, detection, window, rgb, backend, cfg, notes, 0.0)
+        return
+    reader = VideoReader(item.path)
+    sampling = cfg.crop.video
+    detections = [detector(frame, rgb) for frame, rgb in reader.frames(sampling.stride,
+                                                                      sampling.max_frames)]
+    if reader.info.truncated:
+        result.rejects.append(Reject(STAGE, item.file, reader.info.frames_read,
+                                     reader.info.notes[-1], "kept-frames-before"))
+    windows = _windows(detections, cfg)
+    by_frame = {d.frame: d for d in detections if d is not None}
+    # Second pass: decode again rather than hold every sampled full-resolution frame in memory.
+    for frame, rgb in VideoReader(item.path).frames(sampling.stride, sampling.max_frames):
+        if frame in windows:
+            yield _sample(item, video_key, by_frame[frame], windows[frame], rgb, backend, cfg,
+                          reader.info.notes, reader.info.fps)
