@@ -48,8 +48,8 @@ _SKIN, _HAIR, _CLOTH, _OTHER = 0, 1, 2, 3
 _MIN_SAMPLES = 40
 # Squared Mahalanobis distance (3 dof) under which a colour is "skin-like" when the other
 # models are unavailable, and beyond which a sample is too unlike skin to be skin.
-_SKIN_CHI2 = 11.3  # 99 %
-_FAR_CHI2 = 16.0
+_SKIN_CHI2 = 13.3  # 99 % for 4 dof
+_FAR_CHI2 = 18.0
 _OUTLIER_CHI2 = 30.0
 
 
@@ -80,18 +80,26 @@ class _Gaussian:
 
     def __init__(self, samples: np.ndarray):
         x = samples.astype(np.float64)
-        self.mean, self.icov, self.logdet = self._fit(x)
+        self._fit(x)
         d2 = self.maha(x)
         keep = d2 <= np.quantile(d2, 0.9)
         if keep.sum() >= _MIN_SAMPLES:
-            self.mean, self.icov, self.logdet = self._fit(x[keep])
+            self._fit(x[keep])
 
-    @staticmethod
-    def _fit(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
-        mean = x.mean(0)
-        cov = np.cov(x, rowvar=False) + np.diag([9.0, 4.0, 4.0])  # floor: JPEG noise, shading
-        sign, logdet = np.linalg.slogdet(cov)
-        return mean, np.linalg.inv(cov), float(logdet)
+    def _fit(self, x: np.ndarray) -> None:
+        self.mean = x.mean(0)
+        # floor: JPEG noise and shading
+        dims = x.shape[1]
+        floor = np.array([9.0, 4.0, 4.0, 1.0][:dims])
+        self.cov = np.cov(x, rowvar=False).reshape(dims, dims) + np.diag(floor)
+        self.icov = np.linalg.inv(self.cov)
+        self.logdet = float(np.linalg.slogdet(self.cov)[1])
+        self.icov_ab = np.linalg.inv(self.cov[1:3, 1:3])
+
+    def maha_ab(self, x: np.ndarray) -> np.ndarray:
+        """Squared Mahalanobis distance of the chroma (a, b) alone: shading-tolerant."""
+        d = x[:, 1:3] - self.mean[1:3]
+        return np.einsum("ni,ij,nj->n", d, self.icov_ab, d)
 
     def maha(self, x: np.ndarray) -> np.ndarray:
         d = x - self.mean
@@ -99,6 +107,35 @@ class _Gaussian:
 
     def loglik(self, x: np.ndarray) -> np.ndarray:
         return -0.5 * (self.maha(x) + self.logdet)
+
+
+class _Mixture:
+    """A few Gaussians from k-means on the samples (clothes: shirt + jacket + tie; hair with
+    highlights); log-likelihood of the best component plus its log weight."""
+
+    def __init__(self, samples: np.ndarray, k: int):
+        x = samples.astype(np.float32)
+        k = int(min(k, len(x) // _MIN_SAMPLES))
+        comps: list[tuple[_Gaussian, float]] = []
+        if k >= 2:
+            criteria = (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_MAX_ITER, 10, 0.5)
+            cv2.setRNGSeed(0)
+            _, labels, _ = cv2.kmeans(x, k, None, criteria, 1, cv2.KMEANS_PP_CENTERS)
+            labels = labels.ravel()
+            for j in range(k):
+                part = x[labels == j]
+                if len(part) >= _MIN_SAMPLES:
+                    comps.append((_Gaussian(part), len(part) / len(x)))
+        if not comps:
+            comps = [(_Gaussian(x), 1.0)]
+        self.components = comps
+        self.logdet = float(np.median([g.logdet for g, _ in comps]))
+
+    def maha(self, x: np.ndarray) -> np.ndarray:
+        return np.min([g.maha(x) for g, _ in self.components], axis=0)
+
+    def loglik(self, x: np.ndarray) -> np.ndarray:
+        return np.max([g.loglik(x) + np.log(wt) for g, wt in self.components], axis=0)
 
 
 def _keep_components(mask: np.ndarray, seed: np.ndarray | None = None,
@@ -159,6 +196,8 @@ class MediaPipeParser:
         self.num_threads = num_threads
         self.segmenter = SelfieSegmenter(self.weights_dir, num_threads=num_threads)
         self._face: MediaPipeFace | None = None
+        #: set to a dict to receive the intermediate masks of the next call (debugging)
+        self.debug: dict | None = None
         self.version = (f"mediapipe-parse-1:{self.segmenter.version}+face_landmark.tflite:"
                         f"person>{self.person_threshold:g}:neck{self.neck_depth:g}")
 
@@ -195,12 +234,14 @@ class MediaPipeParser:
         def poly(idx: tuple[int, ...]) -> np.ndarray:
             return _poly(shape, mesh[list(idx)])
 
+        def disk_op(mask: np.ndarray, op: int, radius: float) -> np.ndarray:
+            return cv2.morphologyEx(mask.astype(np.uint8), op, _disk(radius)).astype(bool)
+
         oval = poly(MESH_FACE_OVAL)
         eyes = poly(MESH_RIGHT_EYE) | poly(MESH_LEFT_EYE)
         brows = poly(MESH_RIGHT_BROW) | poly(MESH_LEFT_BROW)
         nose = poly(MESH_NOSE)
         lips_outer = poly(MESH_LIPS_OUTER)
-        inner_pts = mesh[list(MESH_LIPS_INNER)].astype(np.float32)
         inner = poly(MESH_LIPS_INNER)
 
         # ---- face frame: origin between the eyes, u along the eye line, v down the face
@@ -209,81 +250,109 @@ class MediaPipeParser:
         ex = eye_l - eye_r
         if ex[0] < 0:  # keep u increasing to the image right for an upright face
             ex = -ex
-        ex /= max(np.linalg.norm(ex), 1e-6)
+        ex /= max(float(np.linalg.norm(ex)), 1e-6)
         ey = np.array([-ex[1], ex[0]])
         origin = (eye_r + eye_l) / 2
-        yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+        yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
         u = (xx - origin[0]) * ex[0] + (yy - origin[1]) * ex[1]
         v = (xx - origin[0]) * ey[0] + (yy - origin[1]) * ey[1]
         mu = (mesh - origin) @ ex
         mv = (mesh - origin) @ ey
-        v_top, v_chin = mv[10], mv[152]
-        v_mouth = (mv[61] + mv[291]) / 2
-        face_h = max(v_chin - v_top, 1.0)
-        face_w = max(abs(mu[454] - mu[234]), 1.0)
-        u_mid = (mu[454] + mu[234]) / 2
-        ur = u - u_mid
+        v_top, v_chin = float(mv[10]), float(mv[152])
+        v_mouth = float(mv[61] + mv[291]) / 2
         v_brow = float(np.mean(mv[list(MESH_RIGHT_BROW) + list(MESH_LEFT_BROW)]))
+        face_h = max(v_chin - v_top, 1.0)
+        face_w = max(abs(float(mu[454] - mu[234])), 1.0)
+        ur = u - float(mu[454] + mu[234]) / 2  # across the face, from its middle
+        above_mouth, above_chin = v < v_mouth, v < v_chin
 
-        # ---- colour models in Lab on a lightly smoothed crop
+        # ---- pixel features: Lab of a lightly smoothed crop + local contrast (hair is
+        # textured, skin and most clothes are smooth)
         smooth = cv2.GaussianBlur(rgb, (0, 0), 1.0)
-        lab = cv2.cvtColor(smooth.astype(np.float32) / 255.0, cv2.COLOR_RGB2LAB).reshape(-1, 3)
+        lab = cv2.cvtColor(smooth.astype(np.float32) / 255.0, cv2.COLOR_RGB2LAB)
+        grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32) * (100.0 / 255.0)
+        texture = np.sqrt(np.clip(cv2.blur(grey * grey, (5, 5)) - cv2.blur(grey, (5, 5)) ** 2,
+                                  0, None))
+        feats = np.concatenate([lab, texture[:, :, None]], axis=2).reshape(-1, 4)
+        cand = person | oval
+        cand_idx = np.flatnonzero(cand.ravel())
+        x = feats[cand_idx]
 
-        features = cv2.dilate((eyes | brows | nose | lips_outer).astype(np.uint8),
-                              _disk(0.04 * face_w)).astype(bool)
-        inner_oval = cv2.erode(oval.astype(np.uint8), _disk(0.05 * face_w)).astype(bool)
-        cheeks = inner_oval & ~features & (v > 0.1 * v_mouth) & (v < v_mouth)
+        def on_cand(values: np.ndarray, fill: float) -> np.ndarray:
+            full = np.full(h * w, fill, np.float64)
+            full[cand_idx] = values
+            return full.reshape(shape)
+
+        def fit(mask: np.ndarray, k: int = 1) -> _Gaussian | _Mixture | None:
+            if mask.sum() < _MIN_SAMPLES:
+                return None
+            return _Gaussian(feats[mask.ravel()]) if k == 1 else _Mixture(feats[mask.ravel()], k)
+
+        # ---- skin: the cheeks (inside the oval, away from the features)
+        features = disk_op(eyes | brows | nose | lips_outer, cv2.MORPH_DILATE, 0.04 * face_w)
+        inner_oval = disk_op(oval, cv2.MORPH_ERODE, 0.05 * face_w)
+        cheeks = inner_oval & ~features & (v > 0.1 * v_mouth) & above_mouth
         if cheeks.sum() < _MIN_SAMPLES:
             cheeks = inner_oval & ~features
         if cheeks.sum() < _MIN_SAMPLES:
             cheeks = oval
-        skin_model = _Gaussian(lab[cheeks.ravel()]) if cheeks.sum() >= 5 else None
-
-        dist_oval = cv2.distanceTransform((~oval).astype(np.uint8), cv2.DIST_L2, 3)
+        skin_model = _Gaussian(feats[cheeks.ravel()]) if cheeks.sum() >= 5 else None
         outside = person & ~oval
-        skin_d2 = np.full(h * w, np.inf)
         if skin_model is not None:
-            cand = (person | oval).ravel()
-            skin_d2[cand] = skin_model.maha(lab[cand])
-        skin_d2 = skin_d2.reshape(shape)
+            skin_d2 = on_cand(skin_model.maha(x), np.inf)
+            # skin in shadow (under the chin): skin chroma, not brighter than the cheeks
+            shadow_skin = on_cand((skin_model.maha_ab(x) < 6.0)
+                                  & (x[:, 0] < skin_model.mean[0] + 5.0), 0) > 0
+            # the forehead's own colour (its lighting differs from the cheeks')
+            fh = inner_oval & ~features & (v < v_brow - 0.03 * face_h) & (skin_d2 < _FAR_CHI2)
+            fh_model = fit(fh)
+            forehead_d2 = on_cand(fh_model.maha(x), np.inf) if fh_model else skin_d2
+        else:
+            skin_d2 = np.full(shape, np.inf)
+            shadow_skin = np.zeros(shape, bool)
+            forehead_d2 = skin_d2
         not_skin = skin_d2 > _FAR_CHI2
 
-        hair_band = outside & (v < 0.5 * v_mouth) & (dist_oval < 0.25 * face_h) & not_skin
-        hair_model = _Gaussian(lab[hair_band.ravel()]) if hair_band.sum() >= _MIN_SAMPLES else None
+        # ---- hair: just outside the upper oval, not skin-coloured
+        dist_oval = cv2.distanceTransform((~oval).astype(np.uint8), cv2.DIST_L2, 3)
+        hair_band = (outside & (v < 0.5 * v_mouth) & (dist_oval < 0.25 * face_h) & not_skin)
+        hair_model = fit(hair_band, k=2)
 
-        low = v > v_chin + self.neck_depth * face_h
-        not_hair = np.ones(shape, bool)
+        # ---- clothes: the lower middle of what is visible below the chin, minus the hair
+        # mass (hair-coloured pixels hanging together with the hair band)
+        skin_ll = on_cand(skin_model.loglik(x), -1e9) if skin_model else np.full(shape, -1e9)
+        other_ll = -0.5 * (_OUTLIER_CHI2 + (skin_model.logdet if skin_model else 0.0))
         if hair_model is not None:
-            cand = (person & low).ravel()
-            hair_d2 = np.zeros(h * w)
-            hair_d2[cand] = hair_model.maha(lab[cand])
-            not_hair = hair_d2.reshape(shape) > _SKIN_CHI2
-        cloth_band = person & low & (yy > h - 0.15 * h) & not_skin & not_hair
-        if cloth_band.sum() < _MIN_SAMPLES:
-            cloth_band = person & low & not_skin & not_hair
-        cloth_model = (_Gaussian(lab[cloth_band.ravel()]) if cloth_band.sum() >= _MIN_SAMPLES
-                       else None)
+            hair_ll = on_cand(hair_model.loglik(x), -1e9)
+            hair_mass = _keep_components(outside & (hair_ll > skin_ll) & (hair_ll > other_ll),
+                                         seed=hair_band)
+        else:
+            hair_ll = np.full(shape, -1e9)
+            hair_mass = np.zeros(shape, bool)
+        cloth_band = (person & (v > v_chin + 0.25 * face_h) & not_skin & ~hair_mass
+                      & (np.abs(ur) < 0.6 * face_w))
+        if cloth_band.sum() >= 2 * _MIN_SAMPLES:
+            cloth_band &= v >= np.median(v[cloth_band])
+        else:
+            cloth_band = person & (v > v_chin) & not_skin & ~hair_mass
+        cloth_model = fit(cloth_band, k=3)
 
-        # ---- posteriors of skin / hair / clothes for every candidate pixel
-        models = [skin_model, hair_model, cloth_model]
-        cand = (person | oval).ravel()
-        logp = np.full((4, h * w), -1e9)
-        x = lab[cand]
-        for k, model in enumerate(models):
-            if model is not None:
-                logp[k, cand] = model.loglik(x)
-        # an outlier class: colours none of the models explains (clothes when no clothes
-        # were sampled, props); it counts as clothes below the chin and hair above
-        logdets = [m.logdet for m in models if m is not None]
-        logp[_OTHER, cand] = -0.5 * (_OUTLIER_CHI2 + (np.median(logdets) if logdets else 0.0))
-        logp = logp.reshape(4, h, w)
-        # Position priors: hair gets rarer far below the chin, clothes above the mouth.
+        # ---- posteriors of skin / hair / clothes / other, with position priors, smoothed
+        logp = np.full((4, h, w), -1e9, np.float64)
+        logp[_SKIN], logp[_HAIR] = skin_ll, hair_ll
+        if cloth_model is not None:
+            logp[_CLOTH] = on_cand(cloth_model.loglik(x), -1e9)
+        # the outlier class: colours no model explains (props, unsampled clothes); it counts
+        # as clothes below the mouth and as hair above
+        logdets = [m.logdet for m in (skin_model, hair_model, cloth_model) if m is not None]
+        logp[_OTHER] = np.where(cand, -0.5 * (_OUTLIER_CHI2 + float(np.median(logdets)))
+                                if logdets else 0.0, -1e9)
         below = np.clip((v - v_chin) / face_h, 0, None)
-        logp[_HAIR] -= 3.0 * np.clip(below - 0.3, 0, None) + 2.0 * (np.abs(ur) < 0.3 * face_w) * (
-            v > v_chin)
+        logp[_HAIR] -= 3.0 * np.clip(below - 0.3, 0, None)
         logp[_CLOTH] -= 4.0 * np.clip((v_chin - v) / face_h, 0, None)
-        if skin_model is None:
-            logp[_SKIN] = np.where(skin_d2 < _SKIN_CHI2, 0.0, -1e9)
+        # the neck right below the chin is skin far more often than clothes
+        neck_prior = 2.0 * np.clip(1.0 - (v - v_chin) / (self.neck_depth * face_h), 0, 1)
+        logp[_SKIN] += np.where(~above_chin & (np.abs(ur) < 0.4 * face_w), neck_prior, 0.0)
         logp -= logp.max(0, keepdims=True)
         post = np.exp(logp)
         post /= post.sum(0, keepdims=True)
@@ -292,69 +361,68 @@ class MediaPipeParser:
         cls = post.argmax(0)
         skin = (cls == _SKIN) & (skin_d2 < 4 * _FAR_CHI2)
         hairish = cls == _HAIR
-        clothish = (cls == _CLOTH) | (cls == _OTHER) | ((cls == _SKIN) & ~skin)
 
-        # ---- zones outside the oval
-        zone_above = v < v_top + 0.35 * face_h  # well above the eyes: scalp / forehead
-        # skin right above the oval's top edge: forehead / bald scalp (connected to the oval)
-        forehead = (outside & skin & (post[_SKIN] > 0.7) & (skin_d2 < _SKIN_CHI2)
+        # ---- skin zones outside the oval
+        # forehead / bald scalp right above the oval's top edge, joined to the oval
+        forehead = (outside & skin & (post[_SKIN] > 0.7) & (forehead_d2 < 9.0)
                     & (v < 0.25 * v_mouth) & (np.abs(ur) < 0.55 * face_w)
-                    & (v > v_top - 0.3 * face_h))
+                    & (v > v_top - 0.2 * face_h))
         forehead = _keep_components(forehead | oval, seed=oval) & ~oval
+        # ears: skin beside the face between brow and mouth height, near the oval's sides
         ear_zone = (outside & (v > v_brow) & (v < v_mouth + 0.1 * face_h)
                     & (dist_oval < 0.22 * face_w) & (np.abs(ur) > 0.3 * face_w))
-        ears = ear_zone & skin & ~forehead
-        ears = cv2.morphologyEx(ears.astype(np.uint8), cv2.MORPH_OPEN, _disk(0.02 * face_w))
-        ears = _keep_components(ears.astype(bool), min_area=int(0.002 * face_w * face_h * 4),
-                                largest=2)
-        neck_zone = (outside & (v > v_mouth) & (np.abs(ur) < 0.52 * face_w)
+        ears = disk_op(ear_zone & skin & ~forehead, cv2.MORPH_OPEN, 0.02 * face_w)
+        ears = _keep_components(ears, min_area=int(0.008 * face_w * face_h), largest=2)
+        # neck: skin (or shadowed skin near the middle) below the mouth, about a face wide,
+        # down to neck_depth face heights below the chin, starting right below the chin
+        neck_zone = (outside & ~above_mouth & (np.abs(ur) < 0.52 * face_w)
                      & (v < v_chin + self.neck_depth * face_h))
-        neck = neck_zone & skin & ~ears
-        neck = cv2.morphologyEx(neck.astype(np.uint8), cv2.MORPH_OPEN, _disk(0.02 * face_w))
-        chin_seed = neck_zone & (v < v_chin + 0.15 * face_h) & (dist_oval < 0.06 * face_h + 2)
-        neck = _keep_components(neck.astype(bool), seed=chin_seed | (dist_oval < 2.5))
+        neck = neck_zone & (skin | shadow_skin & (np.abs(ur) < 0.35 * face_w)) & ~ears
+        neck = disk_op(neck, cv2.MORPH_OPEN, 0.02 * face_w)
+        neck = disk_op(neck, cv2.MORPH_CLOSE, 0.05 * face_w) & neck_zone  # shadow under jaw
+        neck = _keep_components(neck, seed=neck_zone & (v < v_chin + 0.3 * face_h))
 
+        # ---- hair: above the mouth every non-skin person pixel (hats and clips included);
+        # lower, hair-coloured pixels that hang together with the hair above and fall in the
+        # columns where there is hair beside the jaw
         rest = outside & ~forehead & ~ears & ~neck
-        above_chin = v < v_chin
-        # Above the chin every non-skin person pixel is hair (hats, hair clips included);
-        # below it, hair where the colour says hair, body otherwise.
-        hair_above = rest & above_chin & ~skin
-        # Long hair falls from the sides of the head: below the chin, hair is allowed only in
-        # the columns (along the eye line) where there is hair between mouth and chin height.
-        band = hair_above & (v > v_mouth - 0.05 * face_h)
+        hair_top = rest & above_mouth & ~skin
+        hair_jaw = rest & ~above_mouth & above_chin & (hairish | (cls == _OTHER))
+        band = (hair_top | hair_jaw) & (v > v_mouth - 0.1 * face_h)
         nbins = 64
         lo, hi = float(ur.min()), float(ur.max()) + 1e-6
         bins = np.clip(((ur - lo) / (hi - lo) * nbins).astype(np.int32), 0, nbins - 1)
         cols = np.bincount(bins[band], minlength=nbins) >= max(2.0, 0.01 * face_h)
         grow = max(1, int(round(0.08 * face_w / ((hi - lo) / nbins))))
         cols = np.convolve(cols.astype(np.float32), np.ones(2 * grow + 1), "same") > 0
-        hair_below = rest & ~above_chin & hairish & cols[bins]
-        hair = hair_above | hair_below
-        # skin outside every zone: beside the face above the chin (temples, ears the zone
-        # missed) is face-adjacent -> hair/face ambiguity: call it hair only when not skin
-        side_skin = rest & skin & above_chin & ~hair
-        # hair must hang together with the head: drop hair islands far from the oval
-        head_seed = (dist_oval < 0.12 * face_h) & (v < v_chin - 0.1 * face_h)
-        hair = cv2.morphologyEx(hair.astype(np.uint8), cv2.MORPH_OPEN, _disk(0.012 * face_w))
-        hair = _keep_components(hair.astype(bool), seed=head_seed,
+        hair_low = rest & ~above_chin & hairish & cols[bins]
+        hair = disk_op(hair_top | hair_jaw | hair_low, cv2.MORPH_OPEN, 0.012 * face_w)
+        hair = _keep_components(hair, seed=hair_top & (dist_oval < 0.12 * face_h),
                                 min_area=int(0.0015 * h * w))
-        body = rest & ~hair & ~side_skin & ~above_chin
-        # skin beside the head above the chin that is no ear: face (temples / sideburn skin)
-        # when it touches the oval, body (hands, shoulders) otherwise
-        side_face = _keep_components(side_skin | oval, seed=oval) & side_skin
-        body |= rest & ~hair & ~side_face & ~above_chin
-        stray = rest & ~hair & ~side_face & ~body  # non-skin or skin islands above the chin
-        hair |= stray & zone_above
-        body |= stray & ~zone_above
+
+        # ---- what is left: skin joined to the oval above the chin (temples, sideburn skin)
+        # is face; the rest is body below the mouth and hair above it
+        left = rest & ~hair
+        side_face = _keep_components((left & skin & above_chin) | oval, seed=oval) & ~oval
+        left &= ~side_face
+        body = left & ~above_mouth
+        hair |= left & above_mouth
 
         # ---- hair over the oval (fringe, temples): clearly-not-skin, hair-coloured pixels
         # above the brows that join the hair outside
         if hair_model is not None:
-            fringe = (oval & (v < v_brow) & hairish & (skin_d2 > _FAR_CHI2)
-                      & ~cv2.dilate(brows.astype(np.uint8), _disk(0.03 * face_w)).astype(bool))
+            brow_zone = disk_op(brows, cv2.MORPH_DILATE, 0.03 * face_w)
+            fringe = oval & (v < v_brow) & hairish & not_skin & ~brow_zone
             fringe = _keep_components(fringe | hair, seed=hair) & fringe
         else:
             fringe = np.zeros(shape, bool)
+
+        if self.debug is not None:
+            self.debug.update(cls=cls, person=person, skin=skin, shadow_skin=shadow_skin,
+                              skin_d2=skin_d2, hair=hair, neck=neck, ears=ears, post=post,
+                              hair_band=hair_band, cloth_band=cloth_band, forehead=forehead,
+                              neck_zone=neck_zone, body=body, side_face=side_face,
+                              hair_mass=hair_mass)
 
         # ---- paint, back to front
         out[body] = Region.BODY
@@ -367,9 +435,9 @@ class MediaPipeParser:
         out[brows] = Region.BROW
         out[eyes] = Region.EYE
         out[lips_outer] = Region.LIP
-        mouth_area = abs(float(cv2.contourArea(inner_pts)))
-        lip_area = max(abs(float(cv2.contourArea(mesh[list(MESH_LIPS_OUTER)].astype(np.float32)))),
-                       1.0)
-        if mouth_area > 0.04 * lip_area and mouth_area > 4.0:
+        # inner mouth: only when the mouth is open (the inner lip contour has some area)
+        mouth_area = abs(float(cv2.contourArea(mesh[list(MESH_LIPS_INNER)].astype(np.float32))))
+        lip_area = abs(float(cv2.contourArea(mesh[list(MESH_LIPS_OUTER)].astype(np.float32))))
+        if mouth_area > max(0.04 * lip_area, 4.0):
             out[inner] = Region.TOOTH
         return out

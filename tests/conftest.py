@@ -1,0 +1,76 @@
+"""Shared fixtures: the real sample files and weights (through heser.assets, with ../shared as
+the mirror), and a config whose outputs go to a temporary directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from heser import assets
+from heser.config import Config, load_config
+from heser.env import configure_tool_state
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+SAMPLE = SHARED / "data" / "sample"
+
+configure_tool_state()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if not SAMPLE.is_dir():
+        raise pytest.UsageError(f"the sample data mirror {SAMPLE} is missing; the tests run on "
+                                "real sample files and need ../shared beside the checkout")
+
+
+@pytest.fixture(scope="session")
+def weights_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The pretrained models of data/manifests/weights.csv, fetched from the mirror."""
+    dest = tmp_path_factory.mktemp("weights")
+    rows, bad = assets.read_manifest(ROOT / "data" / "manifests" / "weights.csv")
+    assert not bad
+    fetched, failed = assets.fetch_all(rows, dest, [SHARED / "weights"], progress=False)
+    assert not failed, failed
+    return dest
+
+
+@pytest.fixture(scope="session")
+def face_backend(weights_dir: Path):
+    from heser.face.mediapipe import MediaPipeFace
+
+    return MediaPipeFace(weights_dir)
+
+
+@pytest.fixture(scope="session")
+def parser(weights_dir: Path):
+    from heser.face.parse_mediapipe import MediaPipeParser
+
+    return MediaPipeParser(weights_dir)
+
+
+def sample_path(name: str) -> Path:
+    """A real sample file by its manifest name, e.g. ``images/st_woman_B_happy1.png``."""
+    path = SAMPLE / name
+    assert path.exists(), path
+    return path
+
+
+def read_rgb(name: str) -> np.ndarray:
+    from heser.data.media import read_image
+
+    return read_image(sample_path(name))[0]
+
+
+def make_config(tmp_path: Path, **overrides: object) -> Config:
+    """params.yaml with every output under ``tmp_path`` and the ../shared mirrors."""
+    paths = {f"paths.{name}": str(tmp_path / name)
+             for name in ("raw", "weights", "crops", "parse", "shards", "reports")}
+    mirrors = [str(SAMPLE), str(SHARED / "weights")]
+    return load_config(ROOT / "params.yaml", {**paths, "assets.mirrors": mirrors, **overrides})
+
+
+@pytest.fixture
+def tmp_config(tmp_path: Path) -> Config:
+    return make_config(tmp_path)
