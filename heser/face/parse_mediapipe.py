@@ -335,7 +335,9 @@ class MediaPipeParser:
             cloth_band &= v >= np.median(v[cloth_band])
         else:
             cloth_band = person & (v > v_chin) & not_skin & ~hair_mass
-        cloth_model = fit(cloth_band, k=3)
+        # a handful of stray pixels makes a model that steals hair: demand a real sample
+        cloth_model = fit(cloth_band, k=3) if cloth_band.sum() >= max(
+            3 * _MIN_SAMPLES, 0.01 * h * w) else None
 
         # ---- posteriors of skin / hair / clothes / other, with position priors, smoothed
         logp = np.full((4, h, w), -1e9, np.float64)
@@ -364,9 +366,14 @@ class MediaPipeParser:
 
         # ---- skin zones outside the oval
         # forehead / bald scalp right above the oval's top edge, joined to the oval
-        forehead = (outside & skin & (post[_SKIN] > 0.7) & (forehead_d2 < 9.0)
-                    & (v < 0.25 * v_mouth) & (np.abs(ur) < 0.55 * face_w)
-                    & (v > v_top - 0.2 * face_h))
+        # (a high forehead or a bald head reaches far up; otherwise skin-coloured pixels up
+        # there are mostly blond hair, so only a thin band is allowed)
+        skinlike = outside & skin & (post[_SKIN] > 0.7) & (forehead_d2 < 9.0)
+        crown = outside & (v > v_top - 0.25 * face_h) & (v < v_top) & (np.abs(ur) < 0.3 * face_w)
+        bald = crown.sum() > _MIN_SAMPLES and (skinlike & crown).sum() > 0.8 * crown.sum()
+        reach = 0.45 if bald else 0.12
+        forehead = (skinlike & (v < 0.25 * v_mouth) & (np.abs(ur) < 0.55 * face_w)
+                    & (v > v_top - reach * face_h))
         forehead = _keep_components(forehead | oval, seed=oval) & ~oval
         # ears: skin beside the face between brow and mouth height, near the oval's sides
         ear_zone = (outside & (v > v_brow) & (v < v_mouth + 0.1 * face_h)
@@ -403,7 +410,8 @@ class MediaPipeParser:
         # ---- what is left: skin joined to the oval above the chin (temples, sideburn skin)
         # is face; the rest is body below the mouth and hair above it
         left = rest & ~hair
-        side_face = _keep_components((left & skin & above_chin) | oval, seed=oval) & ~oval
+        side_face = left & skin & above_chin & (v > v_brow) & (dist_oval < 0.1 * face_w)
+        side_face = _keep_components(side_face | oval, seed=oval) & ~oval
         left &= ~side_face
         body = left & ~above_mouth
         hair |= left & above_mouth
