@@ -1,0 +1,74 @@
+"""The `heser` command.
+
+    heser config [--set KEY=VALUE ...]          print the validated parameters
+    heser fetch MANIFEST --dest DIR             download a manifest (mirror first, sha256 checked)
+    heser contact-sheet SHARD_DIR OUT.png       redraw the contact sheet of a shard directory
+
+The pipeline itself runs through DVC (`dvc repro`); later stages add swap and finetune here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import yaml
+
+from heser import __version__, assets
+from heser.config import ConfigError, load_config, parse_override
+from heser.env import configure_tool_state
+
+
+def _config(args: argparse.Namespace) -> None:
+    cfg = load_config(args.params, dict(parse_override(s) for s in args.set))
+    tree = cfg.model_dump(mode="json", exclude={"root", "profiles"})
+    print(yaml.safe_dump(tree, sort_keys=False), end="")
+
+
+def _fetch(args: argparse.Namespace) -> None:
+    cfg = load_config(args.params)
+    rows, bad = assets.read_manifest(Path(args.manifest))
+    mirrors = assets.mirror_dirs(cfg.assets.mirrors, cfg.root)
+    fetched, failed = assets.fetch_all(rows, Path(args.dest), mirrors,
+                                       retries=cfg.assets.retries, timeout_s=cfg.assets.timeout_s)
+    for reject in bad + failed:
+        print(f"skipped {reject.file}: {reject.reason}", file=sys.stderr)
+    print(f"fetched {len(fetched)} of {len(rows) + len(bad)} rows into {args.dest}")
+    if failed:
+        raise SystemExit(1)
+
+
+def _contact_sheet(args: argparse.Namespace) -> None:
+    from heser.preprocess.contact_sheet import save_contact_sheet
+
+    save_contact_sheet(Path(args.shard_dir), Path(args.out))
+    print(f"wrote {args.out}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="heser", description="HeSer head swapping pipeline")
+    parser.add_argument("--version", action="version", version=f"heser {__version__}")
+    parser.add_argument("--params", default="params.yaml", help="parameters file")
+    sub = parser.add_subparsers(dest="command", required=True)
+    config = sub.add_parser("config", help="print the validated parameters")
+    config.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    config.set_defaults(run=_config)
+    fetch = sub.add_parser("fetch", help="download the files of a manifest")
+    fetch.add_argument("manifest")
+    fetch.add_argument("--dest", required=True)
+    fetch.set_defaults(run=_fetch)
+    sheet = sub.add_parser("contact-sheet", help="draw the contact sheet of a shard directory")
+    sheet.add_argument("shard_dir")
+    sheet.add_argument("out")
+    sheet.set_defaults(run=_contact_sheet)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    configure_tool_state()
+    try:
+        args.run(args)
+    except (ConfigError, assets.AssetError, OSError) as exc:
+        sys.exit(f"heser {args.command}: error: {exc}")
