@@ -175,7 +175,7 @@ def default_kind(file: str) -> str:
 
 
 # Folder names that say nothing about who is in the file.
-GENERIC_DIRS = {"videos", "video", "images", "image", "clips", "mediapipe"}
+GENERIC_DIRS = {"videos", "video", "images", "image", "clips"}
 
 
 def default_identity(file: str) -> str:

@@ -323,6 +323,7 @@ def test_read_weights_manifest_defaults() -> None:
 def test_default_kind_and_identity() -> None:
     assert assets.default_identity("id00012/21Uxsk56VDQ/00001.mp4") == "id00012"
     assert assets.default_identity("clip.mp4") == "clip"
+    assert assets.default_identity("videos/clip.mp4") == "clip"  # generic folder skipped
     assert assets.default_kind("a/B.JPEG") == "image"
     assert assets.default_kind("a/b.webm") == "video"
     assert assets.default_kind("a/b.tflite") == "file"
