@@ -1,4 +1,4 @@
-"""Offline MediaPipe face backend: BlazeFace detection + 468-point face mesh, and selfie segmentation.
+"""Offline MediaPipe face backend: BlazeFace detection, 468-point face mesh, selfie segmentation.
 
 Runs the .tflite models shipped with the mediapipe 0.10.14 wheel through ``ai_edge_litert``;
 the graph logic MediaPipe wraps around them (SSD anchors, box decoding, weighted NMS,
@@ -61,7 +61,7 @@ MODEL_VERSION = "mediapipe-0.10.14"
 # --------------------------------------------------------------------------------------------
 # Small helpers
 # --------------------------------------------------------------------------------------------
-def _as_rgb(image: np.ndarray) -> np.ndarray:
+def as_rgb(image: np.ndarray) -> np.ndarray:
     """Accept HxW, HxWx1, HxWx3 or HxWx4 uint8 and return a contiguous HxWx3 uint8 array."""
     arr = np.asarray(image)
     if arr.dtype != np.uint8:
@@ -374,7 +374,7 @@ class MediaPipeFace:
         ear. With both models loaded, the full-range detections come first and short-range ones
         are added where they do not overlap one (the full-range model scores large, close faces
         low, the short-range model misses small ones)."""
-        rgb = _as_rgb(rgb)
+        rgb = as_rgb(rgb)
         dets: list[tuple[np.ndarray, np.ndarray, float]] = []
         for spec, model, anchors in self.detectors:
             for det in self._detect_one(rgb, spec, model, anchors):
@@ -417,6 +417,7 @@ class MediaPipeFace:
     def mesh(self, rgb: np.ndarray, roi: Roi) -> tuple[np.ndarray, float]:
         """Run the face mesh on ``roi``: ((468, 3) float32 image-pixel landmarks, presence)."""
         size = self.mesh_size
+        rgb = as_rgb(rgb)
         crop = cv2.warpAffine(rgb, roi.to_crop(size), (size, size), flags=cv2.INTER_LINEAR,
                               borderMode=cv2.BORDER_REPLICATE)
         out = self.mesh_model.run(crop.astype(np.float32) / 255.0)
@@ -438,15 +439,17 @@ class MediaPipeFace:
 
         For an already aligned crop: the ROI is derived from the eyes and the mouth instead of
         a detection (then refined from the landmarks as in tracking)."""
-        rgb = _as_rgb(rgb)
+        rgb = as_rgb(rgb)
         roi = roi_from_five_points(np.asarray(five_points, np.float64))
         landmarks, _ = self._mesh_refined(rgb, roi)
         return landmarks
 
     # ---------------------------------------------------------------- FaceBackend
-    def __call__(self, rgb: np.ndarray) -> list[Face]:
-        rgb = _as_rgb(rgb)
-        faces: list[Face] = []
+    def faces_with_presence(self, rgb: np.ndarray) -> list[tuple[Face, float]]:
+        """Every face with its face-mesh presence score (faces the mesh rejects, presence
+        below ``min_presence``, are dropped), largest first."""
+        rgb = as_rgb(rgb)
+        found: list[tuple[Face, float]] = []
         mesh_boxes: list[np.ndarray] = []
         for box, kps, score in self.detect(rgb):
             roi = roi_from_detection(box, kps[0], kps[1])
@@ -459,10 +462,14 @@ class MediaPipeFace:
             if mesh_boxes and _overlap(mbox, np.stack(mesh_boxes)).max() > 0.5:
                 continue
             mesh_boxes.append(mbox)
-            faces.append(Face(box=box, score=score, five_points=five_points_from_mesh(landmarks),
-                              landmarks=landmarks, scheme=self.scheme))
-        faces.sort(key=lambda f: -f.area)
-        return faces
+            face = Face(box=box, score=score, five_points=five_points_from_mesh(landmarks),
+                        landmarks=landmarks, scheme=self.scheme)
+            found.append((face, presence))
+        found.sort(key=lambda item: -item[0].area)
+        return found
+
+    def __call__(self, rgb: np.ndarray) -> list[Face]:
+        return [face for face, _ in self.faces_with_presence(rgb)]
 
 
 # ROI from five points, calibrated on the 45 real sample faces against the tracking ROI
@@ -500,7 +507,7 @@ class SelfieSegmenter:
 
     def __call__(self, rgb: np.ndarray) -> np.ndarray:
         """float32 HxW person probability in [0, 1] at the input's resolution."""
-        rgb = _as_rgb(rgb)
+        rgb = as_rgb(rgb)
         h, w = rgb.shape[:2]
         mh, mw = self.model.hw
         interp = cv2.INTER_AREA if (h > mh or w > mw) else cv2.INTER_LINEAR

@@ -1,18 +1,22 @@
 """Offline face parser from MediaPipe models: face-mesh polygons + selfie segmentation + colour.
 
 The inner face (skin, brows, eyes, nose, lips, inner mouth) is drawn from the 468-point mesh.
-Person pixels outside the mesh's face oval (selfie segmentation) are split into hair, ears,
-neck, body, and the skin above the oval's forehead edge, from their position relative to the
-face and from Gaussian colour models in Lab fitted on the crop itself:
+Person pixels outside the mesh's face oval (selfie segmentation; the black border of a crop
+that overran its source image excluded) are split into hair, ears, neck, body, and the skin
+above the oval's forehead edge, from their position relative to the face and from colour
+models fitted on the crop itself, on Lab plus local contrast (hair is textured):
 
-* skin   - sampled from the cheeks (inside the oval, away from the features);
-* hair   - person pixels in a band just outside the upper oval that do not look like skin;
-* clothes - person pixels near the bottom of the crop, well below the chin, not skin.
+* skin    - one Gaussian, sampled from the cheeks (inside the oval, away from the features);
+* hair    - two Gaussians, from person pixels just outside the upper oval (ears excluded)
+            that do not look like skin;
+* clothes - three Gaussians, from the lower middle of what is visible below the chin, minus
+            the hair-coloured mass that hangs together with the hair;
+* other   - a flat outlier level for colours none of them explains.
 
-Each person pixel gets the posterior of these models (blurred a little for spatial
-coherence), then the zone rules of ``MediaPipeParser.__call__`` turn them into HeSer regions.
-No learned parsing network is involved, so the result is approximate: see the module's tests
-and the notes in ``__call__``.
+Each person pixel gets the posterior of these classes with position priors (blurred a little
+for spatial coherence); the zone rules of ``MediaPipeParser.label`` turn them into HeSer
+regions. No learned parsing network is involved, so the result is approximate: hair the colour
+of skin (blond, red) or of the clothes (black hair on a black top) is the usual failure.
 """
 
 from __future__ import annotations
@@ -29,12 +33,13 @@ from heser.face.mediapipe import (
     MESH_LEFT_EYE,
     MESH_LIPS_INNER,
     MESH_LIPS_OUTER,
+    MESH_MOUTH_CORNERS,
     MESH_NOSE,
     MESH_RIGHT_BROW,
     MESH_RIGHT_EYE,
     MediaPipeFace,
     SelfieSegmenter,
-    _as_rgb,
+    as_rgb,
 )
 
 #: every region this parser can write (no HAT, no GLASSES)
@@ -46,11 +51,15 @@ PRODUCED_REGIONS: frozenset[Region] = frozenset({
 # Colour classes
 _SKIN, _HAIR, _CLOTH, _OTHER = 0, 1, 2, 3
 _MIN_SAMPLES = 40
-# Squared Mahalanobis distance (3 dof) under which a colour is "skin-like" when the other
-# models are unavailable, and beyond which a sample is too unlike skin to be skin.
-_SKIN_CHI2 = 13.3  # 99 % for 4 dof
+# Squared Mahalanobis distances (4 features): under _SKIN_CHI2 a colour is close to skin (99 %
+# of a Gaussian's mass), beyond _FAR_CHI2 it is not skin (hair / clothes samples), and the
+# outlier class sits at _OUTLIER_CHI2.
+_SKIN_CHI2 = 13.3
 _FAR_CHI2 = 18.0
 _OUTLIER_CHI2 = 30.0
+# inner-lip point pairs (upper, lower) whose distance tells an open mouth
+_LIP_GAP_PAIRS = ((82, 87), (13, 14), (312, 317))
+_OPEN_MOUTH = 0.08
 
 
 def five_points_from_landmarks(landmarks: np.ndarray, scheme: str) -> np.ndarray:
@@ -79,7 +88,7 @@ class _Gaussian:
     """A full-covariance Gaussian in Lab, fitted robustly (one trimming pass)."""
 
     def __init__(self, samples: np.ndarray):
-        x = samples.astype(np.float64)
+        x = samples.astype(np.float32)
         self._fit(x)
         d2 = self.maha(x)
         keep = d2 <= np.quantile(d2, 0.9)
@@ -87,23 +96,25 @@ class _Gaussian:
             self._fit(x[keep])
 
     def _fit(self, x: np.ndarray) -> None:
-        self.mean = x.mean(0)
+        self.mean = x.mean(0, dtype=np.float64)
         # floor: JPEG noise and shading
         dims = x.shape[1]
         floor = np.array([9.0, 4.0, 4.0, 1.0][:dims])
         self.cov = np.cov(x, rowvar=False).reshape(dims, dims) + np.diag(floor)
         self.icov = np.linalg.inv(self.cov)
         self.logdet = float(np.linalg.slogdet(self.cov)[1])
-        self.icov_ab = np.linalg.inv(self.cov[1:3, 1:3])
+        self.icov_ab = np.linalg.inv(self.cov[1:3, 1:3]).astype(np.float32)
+        self.mean32 = self.mean.astype(np.float32)
+        self.icov32 = self.icov.astype(np.float32)
 
     def maha_ab(self, x: np.ndarray) -> np.ndarray:
         """Squared Mahalanobis distance of the chroma (a, b) alone: shading-tolerant."""
-        d = x[:, 1:3] - self.mean[1:3]
-        return np.einsum("ni,ij,nj->n", d, self.icov_ab, d)
+        d = x[:, 1:3] - self.mean32[1:3]
+        return ((d @ self.icov_ab) * d).sum(axis=1)
 
     def maha(self, x: np.ndarray) -> np.ndarray:
-        d = x - self.mean
-        return np.einsum("ni,ij,nj->n", d, self.icov, d)
+        d = x - self.mean32
+        return ((d @ self.icov32) * d).sum(axis=1)
 
     def loglik(self, x: np.ndarray) -> np.ndarray:
         return -0.5 * (self.maha(x) + self.logdet)
@@ -218,7 +229,7 @@ class MediaPipeParser:
         return self.face_backend.mesh_from_five_points(crop_rgb, five)
 
     def __call__(self, crop_rgb: np.ndarray, landmarks: np.ndarray, scheme: str) -> np.ndarray:
-        rgb = _as_rgb(crop_rgb)
+        rgb = as_rgb(crop_rgb)
         mesh = self.mesh_for(rgb, landmarks, scheme)[:, :2].astype(np.float64)
         person = self.segmenter(rgb) > self.person_threshold
         person &= ~void_border(rgb)
@@ -247,9 +258,7 @@ class MediaPipeParser:
         # ---- face frame: origin between the eyes, u along the eye line, v down the face
         eye_r = mesh[list(MESH_RIGHT_EYE)].mean(0)
         eye_l = mesh[list(MESH_LEFT_EYE)].mean(0)
-        ex = eye_l - eye_r
-        if ex[0] < 0:  # keep u increasing to the image right for an upright face
-            ex = -ex
+        ex = eye_l - eye_r  # subject's right eye to left eye: image right on an upright face
         ex /= max(float(np.linalg.norm(ex)), 1e-6)
         ey = np.array([-ex[1], ex[0]])
         origin = (eye_r + eye_l) / 2
@@ -301,7 +310,11 @@ class MediaPipeParser:
         if skin_model is not None:
             skin_d2 = on_cand(skin_model.maha(x), np.inf)
             # skin in shadow (under the chin): skin chroma, not brighter than the cheeks
-            shadow_skin = on_cand((skin_model.maha_ab(x) < 6.0)
+            # (same hue, some saturation, not brighter: shading deepens skin's colour)
+            ma, mb = float(skin_model.mean[1]), float(skin_model.mean[2])
+            hue_diff = np.abs(np.angle((x[:, 1] + 1j * x[:, 2]) / (ma + 1j * mb + 1e-6)))
+            shadow_skin = on_cand((hue_diff < np.radians(15.0))
+                                  & (np.hypot(x[:, 1], x[:, 2]) > 0.5 * np.hypot(ma, mb))
                                   & (x[:, 0] < skin_model.mean[0] + 5.0), 0) > 0
             # the forehead's own colour (its lighting differs from the cheeks')
             fh = inner_oval & ~features & (v < v_brow - 0.03 * face_h) & (skin_d2 < _FAR_CHI2)
@@ -315,12 +328,17 @@ class MediaPipeParser:
 
         # ---- hair: just outside the upper oval, not skin-coloured
         dist_oval = cv2.distanceTransform((~oval).astype(np.uint8), cv2.DIST_L2, 3)
-        hair_band = (outside & (v < 0.5 * v_mouth) & (dist_oval < 0.25 * face_h) & not_skin)
+        # (not where the ears are: they are often darker or shinier than the cheeks)
+        ear_zone = (outside & (v > v_brow) & (v < v_mouth + 0.1 * face_h)
+                    & (dist_oval < 0.16 * face_w) & (np.abs(ur) > 0.3 * face_w))
+        hair_band = (outside & (v < 0.5 * v_mouth) & (dist_oval < 0.25 * face_h) & not_skin
+                     & ~ear_zone)
         hair_model = fit(hair_band, k=2)
 
         # ---- clothes: the lower middle of what is visible below the chin, minus the hair
         # mass (hair-coloured pixels hanging together with the hair band)
-        skin_ll = on_cand(skin_model.loglik(x), -1e9) if skin_model else np.full(shape, -1e9)
+        skin_ll = (np.where(cand, -0.5 * (skin_d2 + skin_model.logdet), -1e9) if skin_model
+                   else np.full(shape, -1e9))
         other_ll = -0.5 * (_OUTLIER_CHI2 + (skin_model.logdet if skin_model else 0.0))
         if hair_model is not None:
             hair_ll = on_cand(hair_model.loglik(x), -1e9)
@@ -376,15 +394,22 @@ class MediaPipeParser:
                     & (v > v_top - reach * face_h))
         forehead = _keep_components(forehead | oval, seed=oval) & ~oval
         # ears: skin beside the face between brow and mouth height, near the oval's sides
-        ear_zone = (outside & (v > v_brow) & (v < v_mouth + 0.1 * face_h)
-                    & (dist_oval < 0.22 * face_w) & (np.abs(ur) > 0.3 * face_w))
-        ears = disk_op(ear_zone & skin & ~forehead, cv2.MORPH_OPEN, 0.02 * face_w)
-        ears = _keep_components(ears, min_area=int(0.008 * face_w * face_h), largest=2)
+        ears = disk_op(ear_zone & (skin | shadow_skin & ~hairish) & ~forehead, cv2.MORPH_OPEN,
+                       0.02 * face_w)
+        ears = _keep_components(ears, min_area=int(0.004 * face_w * face_h), largest=2)
+        # grow a little into shaded skin of the same zone (the ear's rim and bowl)
+        ears = disk_op(ears, cv2.MORPH_DILATE, 0.03 * face_w) & ear_zone & (
+            ears | skin | shadow_skin)
         # neck: skin (or shadowed skin near the middle) below the mouth, about a face wide,
         # down to neck_depth face heights below the chin, starting right below the chin
         neck_zone = (outside & ~above_mouth & (np.abs(ur) < 0.52 * face_w)
                      & (v < v_chin + self.neck_depth * face_h))
-        neck = neck_zone & (skin | shadow_skin & (np.abs(ur) < 0.35 * face_w)) & ~ears
+        # right under the chin, in the middle, is the neck in shadow whatever its colour
+        # (it can be as dark as the hair) unless it looks like the clothes
+        under_chin = ((v < v_chin + 0.18 * face_h) & (np.abs(ur) < 0.35 * face_w)
+                      & (cls != _CLOTH))
+        neck = neck_zone & (skin | shadow_skin & (np.abs(ur) < 0.4 * face_w) | under_chin)
+        neck &= ~ears
         neck = disk_op(neck, cv2.MORPH_OPEN, 0.02 * face_w)
         neck = disk_op(neck, cv2.MORPH_CLOSE, 0.05 * face_w) & neck_zone  # shadow under jaw
         neck = _keep_components(neck, seed=neck_zone & (v < v_chin + 0.3 * face_h))
@@ -415,6 +440,10 @@ class MediaPipeParser:
         left &= ~side_face
         body = left & ~above_mouth
         hair |= left & above_mouth
+        # body: drop small islands (segmentation speckles in the background) that touch
+        # neither the neck, the hair nor a big body part
+        body = _keep_components(body, seed=disk_op(neck | hair, cv2.MORPH_DILATE, 2),
+                                min_area=0) | _keep_components(body, min_area=int(0.01 * h * w))
 
         # ---- hair over the oval (fringe, temples): clearly-not-skin, hair-coloured pixels
         # above the brows that join the hair outside
@@ -443,9 +472,11 @@ class MediaPipeParser:
         out[brows] = Region.BROW
         out[eyes] = Region.EYE
         out[lips_outer] = Region.LIP
-        # inner mouth: only when the mouth is open (the inner lip contour has some area)
-        mouth_area = abs(float(cv2.contourArea(mesh[list(MESH_LIPS_INNER)].astype(np.float32))))
-        lip_area = abs(float(cv2.contourArea(mesh[list(MESH_LIPS_OUTER)].astype(np.float32))))
-        if mouth_area > max(0.04 * lip_area, 4.0):
+        # inner mouth: only when the mouth is open. The mesh's inner contour keeps some area
+        # even with closed lips, so measure the gap between the inner lip edges instead
+        # (closed: < 0.06 of the mouth width on the sample faces; open: > 0.1).
+        gap = np.mean([np.linalg.norm(mesh[a] - mesh[b]) for a, b in _LIP_GAP_PAIRS])
+        width = float(np.linalg.norm(mesh[MESH_MOUTH_CORNERS[0]] - mesh[MESH_MOUTH_CORNERS[1]]))
+        if gap > _OPEN_MOUTH * width and inner.sum() > 4:
             out[inner] = Region.TOOTH
         return out

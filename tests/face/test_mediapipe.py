@@ -60,8 +60,8 @@ def assert_plausible_face(face: Face, shape: tuple[int, ...]) -> None:
     assert eye_y < nose[1] < mouth_y
     assert 0 < face.score <= 1
     h, w = shape[:2]
-    assert 0 <= face.five_points[:, 0].min() and face.five_points[:, 0].max() < w
-    assert 0 <= face.five_points[:, 1].min() and face.five_points[:, 1].max() < h
+    assert face.five_points[:, 0].min() >= 0 and face.five_points[:, 0].max() < w
+    assert face.five_points[:, 1].min() >= 0 and face.five_points[:, 1].max() < h
 
 
 def test_short_range_anchors_match_mediapipe():
@@ -166,6 +166,6 @@ def test_selfie_segmentation_of_a_portrait():
     image = rgb_image("dt_woman_D_uncropped.jpg")
     prob = segmenter(image)
     assert prob.shape == image.shape[:2] and prob.dtype == np.float32
-    assert 0.0 <= prob.min() and prob.max() <= 1.0
+    assert prob.min() >= 0.0 and prob.max() <= 1.0
     assert prob[270, 260] > 0.9  # the face
     assert prob[10, 10] < 0.1 and prob[10, -10] < 0.1  # plain background, top corners
