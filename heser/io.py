@@ -6,7 +6,6 @@ import contextlib
 import io
 import os
 import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -85,7 +84,3 @@ def npy_bytes(array: np.ndarray) -> bytes:
 
 def decode_npy(data: bytes) -> np.ndarray:
     return np.load(io.BytesIO(data), allow_pickle=False)
-
-
-def temp_dir(prefix: str) -> Path:
-    return Path(tempfile.mkdtemp(prefix=f"heser-{prefix}-"))

@@ -18,7 +18,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from heser.face.types import Face, FaceBackendError
+from heser.face.types import Face, FaceBackendError, box_intersections, box_iou
 
 # --------------------------------------------------------------------------------------------
 # Face-mesh topology (standard MediaPipe 468-point indices, subject-centric left/right).
@@ -191,27 +191,9 @@ def ssd_anchors(spec: DetectorSpec) -> np.ndarray:
     return np.concatenate(anchors, axis=0).astype(np.float32)
 
 
-def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    """IoU of one (4,) x0,y0,x1,y1 box with (N, 4) boxes."""
-    x0 = np.maximum(box[0], boxes[:, 0])
-    y0 = np.maximum(box[1], boxes[:, 1])
-    x1 = np.minimum(box[2], boxes[:, 2])
-    y1 = np.minimum(box[3], boxes[:, 3])
-    inter = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
-    area = (box[2] - box[0]) * (box[3] - box[1])
-    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    return inter / np.maximum(area + areas - inter, 1e-12)
-
-
 def _overlap(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     """Intersection over the smaller box's area (catches a box nested inside another)."""
-    x0 = np.maximum(box[0], boxes[:, 0])
-    y0 = np.maximum(box[1], boxes[:, 1])
-    x1 = np.minimum(box[2], boxes[:, 2])
-    y1 = np.minimum(box[3], boxes[:, 3])
-    inter = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
-    area = (box[2] - box[0]) * (box[3] - box[1])
-    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    inter, area, areas = box_intersections(box, boxes)
     return inter / np.maximum(np.minimum(area, areas), 1e-12)
 
 
@@ -229,7 +211,7 @@ def weighted_nms(boxes: np.ndarray, keypoints: np.ndarray, scores: np.ndarray,
     out = []
     while remaining.size:
         best = remaining[0]
-        overlap = _iou(boxes[best], boxes[remaining]) > iou_threshold
+        overlap = box_iou(boxes[best], boxes[remaining]) > iou_threshold
         members = remaining[overlap]
         w = scores[members]
         wsum = float(w.sum())

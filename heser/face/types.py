@@ -41,6 +41,23 @@ class Face:
         return float(max(x1 - x0, y1 - y0))
 
 
+def box_intersections(box: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Intersection areas of one (4,) x0,y0,x1,y1 box with (N, 4) boxes, and both areas."""
+    x0 = np.maximum(box[0], boxes[:, 0])
+    y0 = np.maximum(box[1], boxes[:, 1])
+    x1 = np.minimum(box[2], boxes[:, 2])
+    y1 = np.minimum(box[3], boxes[:, 3])
+    inter = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
+    area = (box[2] - box[0]) * (box[3] - box[1])
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    return inter, area, areas
+
+
+def box_iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    inter, area, areas = box_intersections(box, boxes)
+    return inter / np.maximum(area + areas - inter, 1e-12)
+
+
 class FaceBackend(Protocol):
     """Finds every face in an RGB uint8 image, each with landmarks."""
 

@@ -25,7 +25,7 @@ from heser.face.align import (
     warp_crop,
     window_from_points,
 )
-from heser.face.types import Face, FaceBackend
+from heser.face.types import Face, FaceBackend, box_iou
 from heser.io import atomic_path, npy_bytes, png_bytes
 from heser.preprocess.items import MediaItem, sample_key
 from heser.rejects import Reject
@@ -67,18 +67,10 @@ def choose_face(faces: list[Face], previous: Face | None) -> Face:
     """Policy for several faces: the largest, or in a video the one that overlaps the face
     kept in the previous sampled frame (so a passer-by never steals the track)."""
     if previous is not None:
-        overlaps = [_iou(face.box, previous.box) for face in faces]
+        overlaps = box_iou(previous.box, np.stack([face.box for face in faces]))
         if max(overlaps) > 0.3:
             return faces[int(np.argmax(overlaps))]
     return max(faces, key=lambda face: face.area)
-
-
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return float(inter / union) if union > 0 else 0.0
 
 
 class _Detector:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import cv2
 import numpy as np
 import pytest
@@ -20,10 +18,9 @@ from heser.face.mediapipe import (
     ssd_anchors,
 )
 from heser.face.types import Face, FaceBackendError
+from tests.conftest import SAMPLE, SHARED
 
-ROOT = Path(__file__).resolve().parents[2]
-WEIGHTS = ROOT.parent / "shared" / "weights"
-SAMPLE = ROOT.parent / "shared" / "data" / "sample"
+WEIGHTS = SHARED / "weights"
 
 
 def rgb_image(name: str) -> np.ndarray:

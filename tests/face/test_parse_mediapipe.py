@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import cv2
 import numpy as np
 import pytest
@@ -16,10 +14,9 @@ from heser.face.parse_mediapipe import (
     five_points_from_landmarks,
     void_border,
 )
+from tests.conftest import SAMPLE, SHARED
 
-ROOT = Path(__file__).resolve().parents[2]
-WEIGHTS = ROOT.parent / "shared" / "weights"
-SAMPLE = ROOT.parent / "shared" / "data" / "sample"
+WEIGHTS = SHARED / "weights"
 CROPS = ("dt_woman_D_crop256.png", "dt_man_E_crop256.png", "st_woman_B_happy1.png")
 SHORT_HAIR = ("dt_man_E_crop256.png", "st_woman_B_happy1.png")
 
