@@ -18,12 +18,19 @@ import webdataset as wds
 from heser.io import atomic_path, decode_npy, decode_png
 
 INDEX_NAME = "index.parquet"
+# Fixed member timestamps: the same samples give byte-identical tars, so DVC sees no change
+# when a stage reruns on the same inputs.
+TAR_MTIME = 0.0
 INDEX_SCHEMA = pa.schema([
     ("key", pa.string()), ("identity", pa.string()), ("video", pa.string()),
     ("frame", pa.int32()), ("split", pa.string()), ("shard", pa.string()),
     ("source_file", pa.string()), ("kind", pa.string()), ("n_faces", pa.int16()),
     ("inside_fraction", pa.float32()),
 ])
+
+
+def tar_writer(path: Path) -> wds.TarWriter:
+    return wds.TarWriter(str(path), mtime=TAR_MTIME)
 
 
 def read_tar(path: Path) -> Iterator[dict[str, bytes]]:
@@ -63,7 +70,7 @@ def write_split(samples: Iterable[dict[str, bytes]], shard_dir: Path, split: str
                 final = shard_dir / f"{split}-{shard_index:06d}.tar"
                 tmp = final.with_name(f".tmp-{final.name}")
                 pending.append((tmp, final))
-                writer, in_shard = wds.TarWriter(str(tmp)), 0
+                writer, in_shard = tar_writer(tmp), 0
             writer.write(sample)
             written.append((sample["__key__"], f"{split}-{shard_index:06d}.tar"))
             in_shard += 1

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import webdataset as wds
 
 import heser
 from heser.config import Config
 from heser.data.media import MediaError, VideoReader, read_image
+from heser.data.shards import tar_writer
 from heser.face.align import (
     CropWindow,
     inside_fraction,
@@ -148,7 +148,7 @@ def crop_item(item: MediaItem, backend: FaceBackend, cfg: Config, out_tar: Path)
     except MediaError as exc:
         result.rejects.append(Reject(STAGE, item.file, -1, str(exc)))
         samples = []
-    with atomic_path(out_tar) as tmp, wds.TarWriter(str(tmp)) as sink:
+    with atomic_path(out_tar) as tmp, tar_writer(tmp) as sink:
         for sample in samples:
             sink.write(sample)
     result.samples = len(samples)

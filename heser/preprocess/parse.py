@@ -6,9 +6,8 @@ import json
 from pathlib import Path
 
 import numpy as np
-import webdataset as wds
 
-from heser.data.shards import decode_sample, read_tar
+from heser.data.shards import decode_sample, read_tar, tar_writer
 from heser.face.labels import Region
 from heser.face.types import FaceParser
 from heser.io import atomic_path, png_bytes
@@ -24,7 +23,7 @@ MIN_FACE_SHARE = 0.01
 def parse_item(crop_tar: Path, parser: FaceParser, out_tar: Path) -> ItemResult:
     """Label every crop in ``crop_tar``; write the maps to ``out_tar`` atomically."""
     result = ItemResult(str(crop_tar.name))
-    with atomic_path(out_tar) as tmp, wds.TarWriter(str(tmp)) as sink:
+    with atomic_path(out_tar) as tmp, tar_writer(tmp) as sink:
         for raw in read_tar(crop_tar):
             sample = decode_sample(raw)
             meta = sample["meta"]

@@ -185,3 +185,16 @@ def test_face_too_small_is_rejected(tmp_path: Path, face_backend):
     assert result.samples == 0
     assert result.rejects[0].reason.startswith("face too small (94 px")
     assert (tmp_path / "out.tar").exists()  # written (empty): the item is done, not lost
+
+
+def test_rerun_gives_byte_identical_tars(tmp_path: Path, face_backend):
+    """DVC must see no change when a stage reruns on the same inputs."""
+    from heser.preprocess.crop import crop_item
+    from heser.preprocess.items import MediaItem
+
+    cfg = make_config(tmp_path, **{"crop.video.max_frames": 3})
+    item = MediaItem("videos/mead_W009_front_sad_level3_001.mp4",
+                     SAMPLE / "videos/mead_W009_front_sad_level3_001.mp4", "W009", "video")
+    crop_item(item, face_backend, cfg, tmp_path / "a.tar")
+    crop_item(item, face_backend, cfg, tmp_path / "b.tar")
+    assert (tmp_path / "a.tar").read_bytes() == (tmp_path / "b.tar").read_bytes()
