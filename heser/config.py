@@ -23,6 +23,8 @@ class ConfigError(ValueError):
 
 
 class _Strict(BaseModel):
+    """Every field is required: values live in params.yaml only; code holds the constraints."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
@@ -38,34 +40,36 @@ class Paths(_Strict):
 class Assets(_Strict):
     data_manifest: Path
     weights_manifest: Path
-    mirrors: list[Path] = []
-    retries: int = Field(4, ge=1, le=20)
-    timeout_s: float = Field(60, gt=0)
-    fail_on_error: bool = True
+    mirrors: list[Path]
+    retries: int = Field(ge=1, le=20)
+    timeout_s: float = Field(gt=0)
+    fail_on_error: bool
 
 
 class VideoSampling(_Strict):
-    stride: int = Field(4, ge=1)
-    max_frames: int = Field(32, ge=1)
-    smooth_sigma: float = Field(1.5, ge=0)
+    stride: int = Field(ge=1)
+    max_frames: int = Field(ge=1)
+    smooth_sigma: float = Field(ge=0)
 
 
 class Crop(_Strict):
-    backend: Literal["mediapipe", "fan"] = "mediapipe"
-    size: int = Field(256, ge=32, le=2048)
-    scale: float = Field(1.3, gt=0.5, le=4)
-    center_shift: float = Field(0.3, ge=-1, le=2)
-    min_score: float = Field(0.5, gt=0, lt=1)
-    min_face_px: int = Field(40, ge=8)
-    max_image_side: int = Field(4096, ge=256)
-    video: VideoSampling = VideoSampling()
+    backend: Literal["mediapipe", "fan"]
+    size: int = Field(ge=32, le=2048)
+    scale: float = Field(gt=0.5, le=4)
+    center_shift: float = Field(ge=-1, le=2)
+    min_score: float = Field(gt=0, lt=1)
+    min_face_px: int = Field(ge=8)
+    max_image_side: int = Field(ge=256)
+    min_image_side: int = Field(ge=8)
+    video: VideoSampling
 
 
 class Parse(_Strict):
-    backend: Literal["mediapipe", "bisenet"] = "mediapipe"
-    bisenet_checkpoint: Path | None = None
-    person_threshold: float = Field(0.5, gt=0, lt=1)
-    neck_depth: float = Field(0.55, gt=0, le=2)
+    backend: Literal["mediapipe", "bisenet"]
+    bisenet_checkpoint: Path | None
+    person_threshold: float = Field(gt=0, lt=1)
+    neck_depth: float = Field(gt=0, le=2)
+    min_face_share: float = Field(ge=0, lt=1)
 
     @model_validator(mode="after")
     def _bisenet_needs_checkpoint(self) -> Parse:
@@ -75,12 +79,12 @@ class Parse(_Strict):
 
 
 class Masks(_Strict):
-    dilation: float = Field(0.06, ge=0, le=0.5)
+    dilation: float = Field(ge=0, le=0.5)
 
 
 class Split(_Strict):
-    val: float = Field(0.15, ge=0, lt=1)
-    test: float = Field(0.15, ge=0, lt=1)
+    val: float = Field(ge=0, lt=1)
+    test: float = Field(ge=0, lt=1)
 
     @model_validator(mode="after")
     def _leaves_train(self) -> Split:
@@ -90,9 +94,9 @@ class Split(_Strict):
 
 
 class Shard(_Strict):
-    split: Split = Split()
-    seed: int = 0
-    max_samples_per_shard: int = Field(1000, ge=1)
+    split: Split
+    seed: int
+    max_samples_per_shard: int = Field(ge=1)
 
 
 class Config(_Strict):

@@ -17,6 +17,8 @@ SHARED = ROOT.parent / "shared"
 SAMPLE = SHARED / "data" / "sample"
 
 configure_tool_state()
+PARAMS = load_config(ROOT / "params.yaml")
+MIN_SIDE = PARAMS.crop.min_image_side
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -60,7 +62,7 @@ def sample_path(name: str) -> Path:
 def read_rgb(name: str) -> np.ndarray:
     from heser.data.media import read_image
 
-    return read_image(sample_path(name))[0]
+    return read_image(sample_path(name), MIN_SIDE)[0]
 
 
 def make_config(tmp_path: Path, **overrides: object) -> Config:

@@ -10,7 +10,6 @@ import cv2
 import numpy as np
 
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v"}
-MIN_IMAGE_SIDE = 32
 
 
 class MediaError(ValueError):
@@ -39,7 +38,7 @@ def _check_file(path: Path) -> None:
         raise MediaError(f"{path}: zero-byte file")
 
 
-def read_image(path: Path) -> tuple[np.ndarray, list[str]]:
+def read_image(path: Path, min_side: int) -> tuple[np.ndarray, list[str]]:
     """RGB uint8 image plus notes on the conversions applied (grayscale, alpha, 16-bit...)."""
     path = Path(path)
     _check_file(path)
@@ -47,7 +46,14 @@ def read_image(path: Path) -> tuple[np.ndarray, list[str]]:
     image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
     if image is None:
         raise MediaError(f"{path}: not a readable image (corrupt or unsupported format)")
+    _check_size(path, image.shape[1], image.shape[0], min_side)
     return to_rgb8(image, path)
+
+
+def _check_size(path: Path, width: int, height: int, min_side: int) -> None:
+    if min(width, height) < min_side:
+        raise MediaError(f"{path}: image too small ({width}x{height}; at least {min_side} px "
+                         "a side, crop.min_image_side)")
 
 
 def to_rgb8(image: np.ndarray, path: Path | str = "<array>") -> tuple[np.ndarray, list[str]]:
@@ -72,9 +78,6 @@ def to_rgb8(image: np.ndarray, path: Path | str = "<array>") -> tuple[np.ndarray
         notes.append("alpha composited on grey")
     else:
         image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-    h, w = image.shape[:2]
-    if min(h, w) < MIN_IMAGE_SIDE:
-        raise MediaError(f"{path}: image too small ({w}x{h}; at least {MIN_IMAGE_SIDE} px a side)")
     return np.ascontiguousarray(image), notes
 
 
@@ -85,7 +88,7 @@ class VideoReader:
     that ends before the frame count the container declares (a truncated file).
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, min_side: int = 1) -> None:
         self.path = Path(path)
         _check_file(self.path)
         capture = cv2.VideoCapture(str(self.path))
@@ -99,6 +102,7 @@ class VideoReader:
             height=int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT) or 0),
         )
         capture.release()
+        _check_size(self.path, self.info.width, self.info.height, min_side)
 
     def frames(self, stride: int, max_frames: int) -> Iterator[tuple[int, np.ndarray]]:
         """Yield (frame index, RGB frame) for every ``stride``-th frame, at most ``max_frames``."""

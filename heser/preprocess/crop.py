@@ -161,13 +161,13 @@ def _crop_samples(item: MediaItem, backend: FaceBackend, cfg: Config, result: It
     detector = _Detector(item, backend, cfg, result)
     video_key = item.video_key
     if item.kind == "image":
-        rgb, notes = read_image(item.path)
+        rgb, notes = read_image(item.path, cfg.crop.min_image_side)
         detection = detector(0, rgb)
         if detection is not None:
             window = _windows([detection], cfg)[0]
             yield _sample(item, video_key, detection, window, rgb, backend, cfg, notes, 0.0)
         return
-    reader = VideoReader(item.path)
+    reader = VideoReader(item.path, cfg.crop.min_image_side)
     sampling = cfg.crop.video
     detections = [detector(frame, rgb) for frame, rgb in reader.frames(sampling.stride,
                                                                       sampling.max_frames)]

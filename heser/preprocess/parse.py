@@ -15,13 +15,13 @@ from heser.preprocess.crop import ItemResult
 from heser.rejects import Reject
 
 STAGE = "parse"
-# A crop whose label map has less face than this share of the image is not usable for the
-# blender's region correspondence: a failed parse, recorded and skipped.
-MIN_FACE_SHARE = 0.01
+def parse_item(crop_tar: Path, parser: FaceParser, out_tar: Path,
+               min_face_share: float) -> ItemResult:
+    """Label every crop in ``crop_tar``; write the maps to ``out_tar`` atomically.
 
-
-def parse_item(crop_tar: Path, parser: FaceParser, out_tar: Path) -> ItemResult:
-    """Label every crop in ``crop_tar``; write the maps to ``out_tar`` atomically."""
+    A crop whose map has less face than ``min_face_share`` of the image (parse.min_face_share)
+    is useless to the blender's region correspondence: a failed parse, recorded and skipped.
+    """
     result = ItemResult(str(crop_tar.name))
     with atomic_path(out_tar) as tmp, tar_writer(tmp) as sink:
         for raw in read_tar(crop_tar):
@@ -33,7 +33,7 @@ def parse_item(crop_tar: Path, parser: FaceParser, out_tar: Path) -> ItemResult:
                 result.rejects.append(Reject(STAGE, meta["source_file"], meta["frame"],
                                              f"parser {parser.name} failed: {exc}"))
                 continue
-            problem = _check(label_map, sample["img"].shape[:2])
+            problem = _check(label_map, sample["img"].shape[:2], min_face_share)
             if problem:
                 result.rejects.append(Reject(STAGE, meta["source_file"], meta["frame"], problem))
                 continue
@@ -49,12 +49,12 @@ def parse_item(crop_tar: Path, parser: FaceParser, out_tar: Path) -> ItemResult:
     return result
 
 
-def _check(label_map: np.ndarray, shape: tuple[int, int]) -> str:
+def _check(label_map: np.ndarray, shape: tuple[int, int], min_face_share: float) -> str:
     if label_map.shape != shape or label_map.dtype != np.uint8:
         return f"label map has shape {label_map.shape} {label_map.dtype}, expected {shape} uint8"
     if label_map.max() > max(Region):
         return f"label map holds unknown region id {int(label_map.max())}"
     face_share = float(np.isin(label_map, (Region.FACE, Region.NOSE)).mean())
-    if face_share < MIN_FACE_SHARE:
+    if face_share < min_face_share:
         return f"parse found almost no face ({face_share:.1%} of the crop)"
     return ""

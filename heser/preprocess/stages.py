@@ -88,7 +88,8 @@ def _parse_worker(cfg: Config):
 
 def _parse_one(state, crop_tar: Path) -> ItemResult:
     cfg, parser = state
-    return parse_item(crop_tar, parser, cfg.path(cfg.paths.parse) / crop_tar.name)
+    return parse_item(crop_tar, parser, cfg.path(cfg.paths.parse) / crop_tar.name,
+                      cfg.parse.min_face_share)
 
 
 def run_parse(cfg: Config, workers: int = 0) -> dict[str, int]:

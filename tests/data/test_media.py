@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 
 from heser.data.media import MediaError, VideoReader, read_image
-from tests.conftest import read_rgb, sample_path
+from tests.conftest import MIN_SIDE, read_rgb, sample_path
 
 
 def test_reads_real_jpeg_and_png():
-    rgb, notes = read_image(sample_path("images/lp_d8jpg_man_curly_hair.jpg"))
+    rgb, notes = read_image(sample_path("images/lp_d8jpg_man_curly_hair.jpg"), MIN_SIDE)
     assert rgb.dtype == np.uint8 and rgb.ndim == 3 and rgb.shape[2] == 3 and notes == []
-    rgb, _ = read_image(sample_path("images/st_woman_B_happy1.png"))
+    rgb, _ = read_image(sample_path("images/st_woman_B_happy1.png"), MIN_SIDE)
     assert rgb.shape[2] == 3
 
 
@@ -29,20 +29,25 @@ def test_tiny_image_is_rejected(tmp_path: Path):
     cv2.imwrite(str(tiny), cv2.resize(cv2.imread(str(sample_path("images/dt_man_E_crop256.png"))),
                                       (20, 20)))
     with pytest.raises(MediaError, match=r"tiny.png: image too small \(20x20"):
-        read_image(tiny)
+        read_image(tiny, MIN_SIDE)
 
 
 def test_corrupt_and_empty_files_name_the_file(tmp_path: Path):
     empty = tmp_path / "empty.jpg"
     empty.write_bytes(b"")
     with pytest.raises(MediaError, match="empty.jpg: zero-byte file"):
-        read_image(empty)
+        read_image(empty, MIN_SIDE)
     corrupt = tmp_path / "corrupt.jpg"
     corrupt.write_bytes(sample_path("images/lp_d8jpg_man_curly_hair.jpg").read_bytes()[:300])
     with pytest.raises(MediaError, match="corrupt.jpg: not a readable image"):
-        read_image(corrupt)
+        read_image(corrupt, MIN_SIDE)
     with pytest.raises(MediaError, match="file not found"):
         VideoReader(tmp_path / "missing.mp4")
+
+
+def test_video_smaller_than_min_side_is_rejected():
+    with pytest.raises(MediaError, match=r"image too small \(256x256"):
+        VideoReader(sample_path("videos/mead_W009_front_angry_level3_001.mp4"), min_side=300)
 
 
 def test_video_sampling_stride_and_cap():
