@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -99,6 +99,21 @@ class Shard(_Strict):
     max_samples_per_shard: int = Field(ge=1)
 
 
+class Flow(_Strict):
+    root: Path
+    retries: int = Field(ge=0, le=10)
+    retry_delay_s: float = Field(ge=0)
+    cpus_per_task: float = Field(gt=0)
+
+
+class RayCluster(_Strict):
+    address: str | None
+    num_cpus: Annotated[int, Field(ge=1)] | None
+    object_store_mb: int = Field(ge=64)
+    dashboard: bool
+    ship_package: bool
+
+
 class Config(_Strict):
     profile: str
     profiles: dict[str, dict[str, Any]]
@@ -108,6 +123,8 @@ class Config(_Strict):
     parse: Parse
     masks: Masks
     shard: Shard
+    flow: Flow
+    ray: RayCluster
     root: Path = ROOT
 
     def path(self, relative: Path | str) -> Path:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,8 +56,12 @@ def joined_samples(crop_tar: Path, parse_tar: Path) -> Iterator[dict[str, bytes]
 
 
 def write_shards(crop_dir: Path, parse_dir: Path, shard_dir: Path, split: Split, seed: int,
-                 max_per_shard: int) -> ShardSummary:
-    crop_tars = sorted(crop_dir.glob("*.tar"))
+                 max_per_shard: int, video_keys: Iterable[str] | None = None) -> ShardSummary:
+    """Shard every video in ``crop_dir``, or only ``video_keys`` (the flow's finished ones)."""
+    if video_keys is None:
+        crop_tars = sorted(crop_dir.glob("*.tar"))
+    else:
+        crop_tars = sorted(crop_dir / f"{key}.tar" for key in video_keys)
     identities = [split_key(f"{t.stem}__0")[0] for t in crop_tars]
     assignment = assign_splits(identities, split, seed)
     index_rows: list[dict[str, object]] = []

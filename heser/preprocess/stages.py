@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import json
 from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
 
 from heser import assets
@@ -45,7 +46,7 @@ def run_download(cfg: Config) -> dict[str, int]:
         records += [r for r in fetched if dest == raw_dir]
         rejects += bad_rows + failed
         failures += failed
-    _write_inventory(raw_dir / INVENTORY, records)
+    write_inventory(raw_dir / INVENTORY, records)
     write_rejects(raw_dir / REJECTS, rejects)
     # A corrupt manifest row is recorded and skipped; a file that fails to download or to
     # verify is an error (after the rest are fetched) unless the user opts out.
@@ -56,7 +57,7 @@ def run_download(cfg: Config) -> dict[str, int]:
     return {"files": len(records), "rejects": len(rejects)}
 
 
-def _write_inventory(path: Path, records: list[dict]) -> None:
+def write_inventory(path: Path, records: list[dict]) -> None:
     columns = ["file", "identity", "kind", "sha256", "bytes", "source"]
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore")
@@ -105,11 +106,14 @@ def _counts(results: list[ItemResult]) -> dict[str, int]:
             "rejects": sum(len(r.rejects) for r in results)}
 
 
-def run_shard(cfg: Config) -> dict[str, object]:
-    """Shards + index, then the reports: merged rejects, summary metrics, contact sheet."""
+def run_shard(cfg: Config, video_keys: Iterable[str] | None = None) -> dict[str, object]:
+    """Shards + index, then the reports: merged rejects, summary metrics, contact sheet.
+
+    ``video_keys`` limits the shards to those videos (default: every crop tar)."""
     shard_dir = fresh_dir(cfg.path(cfg.paths.shards))
     summary = write_shards(cfg.path(cfg.paths.crops), cfg.path(cfg.paths.parse), shard_dir,
-                           cfg.shard.split, cfg.shard.seed, cfg.shard.max_samples_per_shard)
+                           cfg.shard.split, cfg.shard.seed, cfg.shard.max_samples_per_shard,
+                           video_keys)
     reports = cfg.path(cfg.paths.reports)
     rejects = collect_rejects(cfg)
     write_rejects(reports / REJECTS, rejects)

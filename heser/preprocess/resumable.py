@@ -1,0 +1,246 @@
+"""Preprocess one manifest row end to end (fetch -> crop -> parse), resumably.
+
+The Prefect flow (pipelines/preprocess.py) runs ``process_video`` as one Ray task per row, with
+the same crop and parse functions as the DVC stages. Each finished row leaves a completion record,
+``<root>/done/<video_key>.json``, written last and atomically, holding the input's sha256 and the
+fingerprint of every parameter that shapes the outputs. A rerun skips rows whose record matches
+and redoes the rest, so a crash costs only the rows that were in flight.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import heser
+from heser import assets
+from heser.config import Config, Paths
+from heser.data.media import is_video
+from heser.face.backends import make_face_backend, make_parser
+from heser.face.types import FaceBackend, FaceParser
+from heser.io import atomic_path
+from heser.preprocess.crop import crop_item
+from heser.preprocess.items import MediaItem
+from heser.preprocess.parse import parse_item
+from heser.preprocess.stages import (
+    INVENTORY,
+    REJECTS,
+    StageError,
+    run_shard,
+    write_inventory,
+)
+from heser.rejects import Reject, write_rejects
+
+DONE_DIR = "done"
+STAGE = "preprocess"
+Status = Literal["done", "skipped", "rejected"]
+
+
+@dataclass(frozen=True)
+class VideoJob:
+    """One manifest row and the key that names its outputs (``<identity>__<video>``)."""
+
+    row: assets.AssetRow
+    key: str
+
+
+@dataclass
+class VideoOutcome:
+    file: str
+    key: str
+    status: Status
+    sha256: str = ""
+    samples: int = 0
+    rejects: list[Reject] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def flow_config(cfg: Config) -> Config:
+    """``cfg`` with every output path moved under ``flow.root`` (same layout as ``paths``)."""
+    root = cfg.path(cfg.flow.root)
+    paths = Paths(**{name: root / name for name in Paths.model_fields})
+    return cfg.model_copy(update={"paths": paths})
+
+
+def fingerprint(cfg: Config) -> str:
+    """Hash of what the outputs depend on: crop and parse parameters, the weights manifest, and
+    the heser version (code changes within a version are not seen; delete done/ to redo)."""
+    weights = cfg.path(cfg.assets.weights_manifest).read_bytes()
+    state = {
+        "crop": cfg.crop.model_dump(mode="json"),
+        "parse": cfg.parse.model_dump(mode="json"),
+        "weights": hashlib.sha256(weights).hexdigest(),
+        "heser": heser.__version__,
+    }
+    return hashlib.sha256(json.dumps(state, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def plan(cfg: Config, manifest: Path) -> tuple[list[VideoJob], list[Reject]]:
+    """The jobs of a manifest (media rows; ``weights`` rows are not inputs). Corrupt rows, and
+    rows whose key another row already took, are rejects."""
+    rows, rejects = assets.read_manifest(manifest)
+    jobs: dict[str, VideoJob] = {}
+    for row in (r for r in rows if r.kind != "weights"):
+        key = _item(row, cfg).video_key
+        if key in jobs:
+            rejects.append(Reject(STAGE, row.file, -1,
+                                  f"output key {key} is already used by {jobs[key].row.file}"))
+            continue
+        jobs[key] = VideoJob(row, key)
+    return list(jobs.values()), rejects
+
+
+def fetch_weights(cfg: Config) -> int:
+    """Fetch the weights manifest once, before the per-row tasks need it."""
+    rows, bad_rows = assets.read_manifest(cfg.path(cfg.assets.weights_manifest))
+    fetched, failed = assets.fetch_all(rows, cfg.path(cfg.paths.weights),
+                                       assets.mirror_dirs(cfg.assets.mirrors, cfg.root),
+                                       retries=cfg.assets.retries, timeout_s=cfg.assets.timeout_s,
+                                       stage="weights")
+    problems = bad_rows + failed
+    if problems:
+        listing = "\n".join(f"  {r.file}: {r.reason}" for r in problems)
+        raise StageError(f"weights manifest {cfg.assets.weights_manifest}:\n{listing}")
+    return len(fetched)
+
+
+def process_video(job: VideoJob, cfg: Config) -> VideoOutcome:
+    """Fetch, crop and parse one row, or skip it if its completion record still holds.
+
+    An input that cannot be used (corrupt video, no face) is a finished row with rejects; an
+    exception (a network failure, a full disk) propagates so the caller can retry the row."""
+    start = time.perf_counter()
+    record = _read_record(cfg, job.key)
+    if record is not None and _still_valid(record, job, cfg):
+        return VideoOutcome(job.row.file, job.key, "skipped", record["sha256"],
+                            record["samples"], [Reject(**r) for r in record["rejects"]])
+    _record_path(cfg, job.key).unlink(missing_ok=True)
+    local = assets.fetch(job.row, cfg.path(cfg.paths.raw),
+                         assets.mirror_dirs(cfg.assets.mirrors, cfg.root),
+                         retries=cfg.assets.retries, timeout_s=cfg.assets.timeout_s,
+                         progress=False)
+    sha256 = job.row.sha256 or assets.sha256_file(local)
+    backend, parser = _tools(cfg)
+    crop_tar = cfg.path(cfg.paths.crops) / f"{job.key}.tar"
+    cropped = crop_item(_item(job.row, cfg, sha256), backend, cfg, crop_tar)
+    parsed = parse_item(crop_tar, parser, cfg.path(cfg.paths.parse) / crop_tar.name,
+                        cfg.parse.min_face_share)
+    outcome = VideoOutcome(job.row.file, job.key, "done" if parsed.samples else "rejected",
+                           sha256, parsed.samples, cropped.rejects + parsed.rejects,
+                           time.perf_counter() - start)
+    _write_record(cfg, outcome)
+    return outcome
+
+
+def finish(cfg: Config, jobs: list[VideoJob], outcomes: list[VideoOutcome],
+           manifest_rejects: list[Reject]) -> dict[str, object]:
+    """The stage reports of the finished rows, then shards, index and the merged reports."""
+    by_key = {job.key: job for job in jobs}
+    finished = [o for o in outcomes if o.sha256]  # rows that got as far as a completion record
+    inventory = [{"file": o.file, "identity": by_key[o.key].row.identity,
+                  "kind": by_key[o.key].row.kind, "sha256": o.sha256,
+                  "bytes": (cfg.path(cfg.paths.raw) / o.file).stat().st_size,
+                  "source": "flow"} for o in finished]
+    write_inventory(cfg.path(cfg.paths.raw) / INVENTORY, inventory)
+    rejects = [r for o in outcomes for r in o.rejects]
+    write_rejects(cfg.path(cfg.paths.raw) / REJECTS,
+                  manifest_rejects + [r for r in rejects if r.stage == STAGE])
+    for stage, out_dir in (("crop", cfg.paths.crops), ("parse", cfg.paths.parse)):
+        write_rejects(cfg.path(out_dir) / REJECTS, [r for r in rejects if r.stage == stage])
+    return run_shard(cfg, [o.key for o in finished])
+
+
+def failed_outcome(job: VideoJob, reason: str) -> VideoOutcome:
+    """A row whose task kept failing after its retries: a reject, and no outputs used."""
+    return VideoOutcome(job.row.file, job.key, "rejected",
+                        rejects=[Reject(STAGE, job.row.file, -1, reason)])
+
+
+def _item(row: assets.AssetRow, cfg: Config, sha256: str = "") -> MediaItem:
+    path = cfg.path(cfg.paths.raw) / row.file
+    kind = "video" if row.kind == "video" or is_video(path) else "image"
+    return MediaItem(row.file, path, row.identity, kind, sha256)
+
+
+# ---------------------------------------------------------------------------------------------
+# Completion records
+
+
+def _record_path(cfg: Config, key: str) -> Path:
+    return cfg.path(cfg.flow.root) / DONE_DIR / f"{key}.json"
+
+
+def _read_record(cfg: Config, key: str) -> dict | None:
+    try:
+        return json.loads(_record_path(cfg, key).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def _still_valid(record: dict, job: VideoJob, cfg: Config) -> bool:
+    """Same parameters, same input bytes, and both output tars still there."""
+    if record.get("fingerprint") != fingerprint(cfg) or record.get("file") != job.row.file:
+        return False
+    tars = [cfg.path(cfg.paths.crops) / f"{job.key}.tar",
+            cfg.path(cfg.paths.parse) / f"{job.key}.tar"]
+    if not all(tar.exists() for tar in tars):
+        return False
+    if job.row.sha256:
+        return record["sha256"] == job.row.sha256
+    local = cfg.path(cfg.paths.raw) / job.row.file  # no checksum in the manifest: hash the copy
+    return local.exists() and assets.sha256_file(local) == record["sha256"]
+
+
+def _write_record(cfg: Config, outcome: VideoOutcome) -> None:
+    record = {**asdict(outcome), "fingerprint": fingerprint(cfg)}
+    with atomic_path(_record_path(cfg, outcome.key)) as tmp:
+        tmp.write_text(json.dumps(record, indent=1) + "\n")
+
+
+# ---------------------------------------------------------------------------------------------
+# Per-process models: a Ray worker process runs many rows, so build the detector and parser once.
+
+_TOOLS: dict[tuple[str, Path], tuple[FaceBackend, FaceParser]] = {}
+
+
+def _tools(cfg: Config) -> tuple[FaceBackend, FaceParser]:
+    weights = cfg.path(cfg.paths.weights)
+    key = (fingerprint(cfg), weights)
+    if key not in _TOOLS:
+        _TOOLS[key] = (make_face_backend(cfg, weights), make_parser(cfg, weights))
+    return _TOOLS[key]
+
+
+# ---------------------------------------------------------------------------------------------
+# Reporting
+
+
+def tally(outcomes: list[VideoOutcome]) -> dict[str, int]:
+    counts = {"done": 0, "skipped": 0, "rejected": 0}
+    for outcome in outcomes:
+        counts[outcome.status] += 1
+    return counts
+
+
+def summary_markdown(outcomes: list[VideoOutcome], metrics: dict, limit: int = 50) -> str:
+    """The flow's artifact: counts, samples per split, and the rows that produced nothing."""
+    counts = tally(outcomes)
+    lines = ["## Preprocessing", "", "| rows | done | skipped (up to date) | rejected |",
+             "|---:|---:|---:|---:|",
+             f"| {len(outcomes)} | {counts['done']} | {counts['skipped']} | {counts['rejected']} |",
+             "", "| split | samples | identities |", "|---|---:|---:|"]
+    for split, samples in metrics["samples"].items():
+        lines.append(f"| {split} | {samples} | {metrics['identities'][split]} |")
+    rejected = [o for o in outcomes if o.status == "rejected"]
+    if rejected:
+        lines += ["", "### Rejected rows", "", "| file | reason |", "|---|---|"]
+        for outcome in rejected[:limit]:
+            reason = "; ".join(r.reason for r in outcome.rejects if r.frame == -1) or "no sample"
+            lines.append(f"| {outcome.file} | {reason.replace('|', '/')} |")
+        if len(rejected) > limit:
+            lines.append(f"| ... | {len(rejected) - limit} more in reports/rejects.csv |")
+    return "\n".join(lines) + "\n"

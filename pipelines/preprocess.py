@@ -1,0 +1,165 @@
+"""The Prefect flow `preprocess`: download -> crop -> parse per manifest row on Ray, then shards.
+
+Each row is one Prefect task run on a Ray worker (prefect-ray's RayTaskRunner), calling the same
+heser functions as the DVC stages (heser.preprocess.resumable wraps crop_item and parse_item).
+Rows whose outputs are up to date are skipped; a failing row is retried, then reported.
+
+    python pipelines/preprocess.py serve     # register deployment preprocess/preprocess, run it
+    python pipelines/preprocess.py run [--manifest M] [--set KEY=VALUE ...]   # one run, here
+
+With a server (see the README), start a run of the served deployment with
+    prefect deployment run preprocess/preprocess -p manifest=data/manifests/sample.csv
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.futures import PrefectFuture, as_completed
+from prefect_ray import RayTaskRunner
+from prefect_ray.context import remote_options
+
+from heser.cluster import ray_init_kwargs
+from heser.config import DEFAULT_PARAMS, Config, ConfigError, load_config, parse_override
+from heser.env import configure_tool_state
+from heser.preprocess.resumable import (
+    VideoJob,
+    VideoOutcome,
+    failed_outcome,
+    fetch_weights,
+    finish,
+    flow_config,
+    plan,
+    process_video,
+    summary_markdown,
+    tally,
+)
+
+DEPLOYMENT = "preprocess"
+
+
+# Our completion records decide what to redo, so Prefect's own result cache stays out of it.
+@task(name="preprocess-video", task_run_name="{job.key}", cache_policy=NO_CACHE)
+def preprocess_video(job: VideoJob, cfg: Config) -> VideoOutcome:
+    return process_video(job, cfg)
+
+
+@flow(name="preprocess-videos")
+def preprocess_videos(jobs: list[VideoJob], cfg: Config) -> tuple[list[VideoOutcome], float]:
+    """One task per row on the Ray task runner; returns the outcomes and the wall time."""
+    logger = get_run_logger()
+    start = time.perf_counter()
+    video_task = preprocess_video.with_options(retries=cfg.flow.retries,
+                                               retry_delay_seconds=cfg.flow.retry_delay_s)
+    # max_retries: Ray re-runs a task whose worker process died (Prefect never saw it fail).
+    with remote_options(num_cpus=cfg.flow.cpus_per_task, max_retries=cfg.flow.retries):
+        futures = {video_task.submit(job, cfg): job for job in jobs}
+    outcomes: list[VideoOutcome] = []
+    every = max(1, len(jobs) // 20)
+    for future in as_completed(list(futures)):
+        outcomes.append(_outcome(future, futures[future], cfg.flow.retries))
+        if len(outcomes) % every == 0 or len(outcomes) == len(jobs):
+            counts = tally(outcomes)
+            logger.info(f"{len(outcomes)}/{len(jobs)} rows: done {counts['done']}, "
+                        f"skipped {counts['skipped']}, rejected {counts['rejected']}")
+    outcomes.sort(key=lambda outcome: outcome.key)
+    return outcomes, time.perf_counter() - start
+
+
+def _outcome(future: PrefectFuture, job: VideoJob, retries: int) -> VideoOutcome:
+    future.wait()
+    if future.state.is_completed():
+        return future.result()
+    return failed_outcome(job, f"failed after {retries + 1} attempts: {future.state.message}")
+
+
+@flow(name="preprocess")
+def preprocess(manifest: str | None = None, params: str | None = None,
+               overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Preprocess a manifest into WebDataset shards under ``flow.root``.
+
+    manifest: CSV of files (default: assets.data_manifest); params: parameters file (default:
+    the project's params.yaml); overrides: dotted parameters, e.g. {"crop.size": 512}.
+    """
+    logger = get_run_logger()
+    cfg = flow_config(load_config(params or DEFAULT_PARAMS, overrides))
+    jobs, manifest_rejects = plan(cfg, cfg.path(manifest or cfg.assets.data_manifest))
+    logger.info(f"{len(jobs)} rows to preprocess into {cfg.path(cfg.flow.root)}; "
+                f"{len(manifest_rejects)} manifest rows rejected")
+    fetch_weights(cfg)
+    runner = RayTaskRunner(init_kwargs=ray_init_kwargs(cfg.ray))
+    outcomes, seconds = preprocess_videos.with_options(task_runner=runner)(jobs, cfg)
+    metrics = finish(cfg, jobs, outcomes, manifest_rejects)
+    create_markdown_artifact(key="preprocess-summary", markdown=summary_markdown(outcomes, metrics),
+                             description="Rows done / skipped / rejected, samples per split")
+    counts = tally(outcomes)
+    logger.info(f"finished: {counts}; samples {metrics['samples']}")
+    return {**counts, "rows": len(jobs), "process_seconds": seconds, "metrics": metrics}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python pipelines/preprocess.py",
+                                     description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("serve", help=f"register deployment preprocess/{DEPLOYMENT} and run its runs")
+    run = sub.add_parser("run", help="run the flow once in this process")
+    run.add_argument("--manifest", help="manifest CSV (default: assets.data_manifest)")
+    run.add_argument("--params", default=str(DEFAULT_PARAMS), help="parameters file")
+    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                     help="override a parameter, e.g. --set ray.num_cpus=2")
+    args = parser.parse_args(argv)
+    configure_tool_state()
+    try:
+        if args.command == "serve":
+            _require_server()
+            preprocess.serve(name=DEPLOYMENT)
+        else:
+            overrides = dict(parse_override(s) for s in args.set)
+            load_config(args.params, overrides)  # fail early, before any server or Ray starts
+            with _api_server():
+                result = preprocess(args.manifest, args.params, overrides)
+            print({k: v for k, v in result.items() if k != "metrics"})
+    except (ConfigError, RuntimeError, OSError) as exc:
+        sys.exit(f"preprocess: error: {exc}")
+
+
+@contextmanager
+def _api_server() -> Iterator[None]:
+    """The configured Prefect server, or Prefect's temporary one on 127.0.0.1 for this run.
+
+    Left to itself Prefect would start that temporary server too, but without putting its URL
+    in the settings, which is what reaches the Ray workers (through the task context): each
+    worker would start a private server and record its task runs there. Prefect stops the
+    server at exit, after its log and event workers have drained."""
+    from prefect.server.api.server import SubprocessASGIServer
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    if PREFECT_API_URL.value():
+        yield
+        return
+    server = SubprocessASGIServer()
+    server.start()
+    with temporary_settings({PREFECT_API_URL: server.api_url}):
+        yield
+
+
+def _require_server() -> None:
+    """A served deployment needs a running Prefect server that `prefect deployment run` also
+    reaches; without PREFECT_API_URL Prefect would start a private temporary one."""
+    from prefect.settings import PREFECT_API_URL
+
+    if not PREFECT_API_URL.value():
+        raise RuntimeError("PREFECT_API_URL is not set: start a server with `prefect server "
+                           "start` and export PREFECT_API_URL=http://127.0.0.1:4200/api")
+
+
+if __name__ == "__main__":
+    main()
