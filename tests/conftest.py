@@ -3,6 +3,8 @@ the mirror), and a config whose outputs go to a temporary directory."""
 
 from __future__ import annotations
 
+import csv
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -76,3 +78,22 @@ def make_config(tmp_path: Path, **overrides: object) -> Config:
 @pytest.fixture
 def tmp_config(tmp_path: Path) -> Config:
     return make_config(tmp_path)
+
+
+MANIFEST_FIELDS = ["file", "identity", "kind", "url", "sha256", "bytes", "license"]
+
+
+def write_manifest(path: Path, rows: list[tuple[str, str]], with_sha: bool = True,
+                   extra: list[list[str]] = ()) -> Path:
+    """A manifest of real sample files (``(file, identity)``), URLs pointing nowhere so only
+    the mirror can serve them; ``extra`` rows are written as given."""
+    with open(path, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(MANIFEST_FIELDS)
+        for file, identity in rows:
+            local = sample_path(file)
+            sha = hashlib.sha256(local.read_bytes()).hexdigest() if with_sha else ""
+            writer.writerow([file, identity, "", f"http://127.0.0.1:9/{file}", sha,
+                             local.stat().st_size if with_sha else "", "test"])
+        writer.writerows(extra)
+    return path

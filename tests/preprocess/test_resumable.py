@@ -1,0 +1,108 @@
+"""Per-row preprocessing with completion records, on real sample files (no Prefect, no Ray)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from heser.config import Config
+from heser.preprocess.resumable import (
+    failed_outcome,
+    fetch_weights,
+    flow_config,
+    plan,
+    process_video,
+    summary_markdown,
+)
+from tests.conftest import make_config, sample_path, write_manifest
+
+VIDEO = ("videos/lp_d3_woman_brown_hair.mp4", "woman_brown_hair")
+IMAGE = ("images/st_woman_B_happy1.png", "woman_B")
+
+
+def _config(tmp: Path, **overrides: object) -> Config:
+    return flow_config(make_config(tmp, **{"flow.root": str(tmp / "flow"),
+                                           "crop.video.max_frames": 3, **overrides}))
+
+
+@pytest.fixture(scope="module")
+def flow_cfg(tmp_path_factory: pytest.TempPathFactory) -> Config:
+    cfg = _config(tmp_path_factory.mktemp("resumable"))
+    fetch_weights(cfg)
+    return cfg
+
+
+def test_flow_config_moves_every_output_under_the_flow_root(flow_cfg: Config):
+    root = flow_cfg.path(flow_cfg.flow.root)
+    for name, path in flow_cfg.paths:
+        assert flow_cfg.path(path) == root / name
+
+
+def test_plan_rejects_rows_that_collide_on_their_output_key(tmp_path: Path):
+    manifest = write_manifest(tmp_path / "m.csv", [IMAGE], extra=[
+        ["images/st_woman_B_happy1.jpg", "woman_B", "image", "http://127.0.0.1:9/x", "", "", ""],
+        ["weights/model.tflite", "", "weights", "http://127.0.0.1:9/y", "", "", ""],
+    ])
+    jobs, rejects = plan(_config(tmp_path), manifest)
+    assert [job.key for job in jobs] == ["woman_B__st_woman_B_happy1"]
+    (reject,) = rejects
+    assert reject.file == "images/st_woman_B_happy1.jpg"
+    assert "already used by images/st_woman_B_happy1.png" in reject.reason
+
+
+def test_second_run_skips_and_a_parameter_change_redoes(flow_cfg: Config, tmp_path: Path):
+    (job,) = plan(flow_cfg, write_manifest(tmp_path / "m.csv", [VIDEO]))[0]
+    first = process_video(job, flow_cfg)
+    assert first.status == "done" and first.samples == 3
+    again = process_video(job, flow_cfg)
+    assert again.status == "skipped"
+    assert (again.samples, again.rejects, again.sha256) == (first.samples, first.rejects,
+                                                            first.sha256)
+    smaller = flow_cfg.model_copy(update={"crop": flow_cfg.crop.model_copy(update={"size": 128})})
+    assert process_video(job, smaller).status == "done"
+    assert process_video(job, smaller).status == "skipped"
+    (smaller.path(smaller.paths.parse) / f"{job.key}.tar").unlink()  # an output went missing
+    assert process_video(job, smaller).status == "done"
+
+
+def test_row_without_checksum_is_redone_when_its_bytes_change(flow_cfg: Config, tmp_path: Path):
+    (job,) = plan(flow_cfg, write_manifest(tmp_path / "m.csv", [IMAGE], with_sha=False))[0]
+    first = process_video(job, flow_cfg)
+    assert first.status == "done" and len(first.sha256) == 64
+    assert process_video(job, flow_cfg).status == "skipped"
+    raw_copy = flow_cfg.path(flow_cfg.paths.raw) / IMAGE[0]
+    shutil.copyfile(sample_path("images/st_woman_C_people_0.png"), raw_copy)
+    changed = process_video(job, flow_cfg)
+    assert changed.status == "done" and changed.sha256 != first.sha256
+
+
+def test_input_without_a_face_is_a_finished_rejected_row(flow_cfg: Config, tmp_path: Path):
+    mirror = tmp_path / "mirror" / "images"
+    mirror.mkdir(parents=True)
+    Image.new("RGB", (300, 300), (90, 120, 150)).save(mirror / "blank.png")
+    cfg = flow_cfg.model_copy(update={"assets": flow_cfg.assets.model_copy(
+        update={"mirrors": [tmp_path / "mirror", *flow_cfg.assets.mirrors]})})
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("file,identity,kind,url,sha256,bytes,license\n"
+                        "images/blank.png,nobody,image,http://127.0.0.1:9/b,,,\n")
+    (job,) = plan(cfg, manifest)[0]
+    outcome = process_video(job, cfg)
+    assert outcome.status == "rejected" and outcome.samples == 0
+    assert [r.reason for r in outcome.rejects] == ["no face found", "no frame kept"]
+    assert process_video(job, cfg).status == "skipped"  # a finished row, not retried
+
+
+def test_summary_lists_counts_splits_and_rejected_rows(flow_cfg: Config, tmp_path: Path):
+    (job,) = plan(flow_cfg, write_manifest(tmp_path / "m.csv", [IMAGE]))[0]
+    process_video(job, flow_cfg)
+    outcomes = [process_video(job, flow_cfg),  # up to date by now: skipped
+                failed_outcome(job, "failed after 3 attempts: a|b")]
+    metrics = {"samples": {"train": 1, "val": 0, "test": 0},
+               "identities": {"train": 1, "val": 0, "test": 0}}
+    text = summary_markdown(outcomes, metrics)
+    assert "| 2 | 0 | 1 | 1 |" in text  # rows, done, skipped, rejected
+    assert "| train | 1 | 1 |" in text
+    assert "| images/st_woman_B_happy1.png | failed after 3 attempts: a/b |" in text
