@@ -9,7 +9,7 @@ BIN := $(CURDIR)/$(VENV)/bin
 STAMP := $(VENV)/.installed
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup repro test bench lint clean-state
+.PHONY: setup repro test bench lint clean-state prefect-server preprocess-serve
 
 setup: $(STAMP)
 
@@ -28,6 +28,17 @@ test: setup
 
 bench: setup
 	python bench/preprocess.py
+
+# The Prefect side (README, "Distributed preprocessing"): a server on 127.0.0.1:4200 with its
+# state in .state/prefect, and a process serving the deployment preprocess/preprocess.
+PREFECT_ENV := PREFECT_HOME=$(CURDIR)/.state/prefect PREFECT_SERVER_ANALYTICS_ENABLED=false
+
+prefect-server: setup
+	$(PREFECT_ENV) prefect server start
+
+preprocess-serve: setup
+	$(PREFECT_ENV) PREFECT_API_URL=$${PREFECT_API_URL:-http://127.0.0.1:4200/api} \
+	  python pipelines/preprocess.py serve
 
 lint: setup
 	ruff check heser stages pipelines tests bench

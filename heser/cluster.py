@@ -4,8 +4,8 @@ Workers must import heser and its dependencies. On a local Ray they run this int
 editable install is enough. On a cluster every node needs the same pinned install
 (``pip install -c requirements.lock -e .``, or the same container image): the dependencies are
 native wheels of several GB (torch, opencv, LiteRT), too heavy for a per-job runtime_env pip
-install. ``ray.ship_package`` adds this checkout's heser/ as a runtime_env py_module on top, so
-edits to the code reach the workers without reinstalling anything.
+install. ``ray.ship_package`` adds this checkout's heser/ and pipelines/ as runtime_env
+py_modules on top, so edits to the code reach the workers without reinstalling anything.
 """
 
 from __future__ import annotations
@@ -29,5 +29,6 @@ def ray_init_kwargs(ray: RayCluster) -> dict[str, Any]:
         kwargs.update(num_cpus=ray.num_cpus, object_store_memory=ray.object_store_mb * MB,
                       include_dashboard=ray.dashboard, dashboard_host="127.0.0.1")
     if ray.ship_package:
-        kwargs["runtime_env"] = {"py_modules": [str(Path(heser.__file__).parent)]}
+        package = Path(heser.__file__).parent
+        kwargs["runtime_env"] = {"py_modules": [str(package), str(package.parent / "pipelines")]}
     return kwargs

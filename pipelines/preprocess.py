@@ -20,9 +20,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from prefect import flow, get_run_logger, task
+from prefect import flow, get_run_logger, serve, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.deployments.runner import RunnerDeployment
 from prefect.futures import PrefectFuture, as_completed
 from prefect_ray import RayTaskRunner
 from prefect_ray.context import remote_options
@@ -46,13 +47,15 @@ from heser.preprocess.resumable import (
 DEPLOYMENT = "preprocess"
 
 
+# The task is the library function itself, so a worker needs nothing from this file to run it.
 # Our completion records decide what to redo, so Prefect's own result cache stays out of it.
-@task(name="preprocess-video", task_run_name="{job.key}", cache_policy=NO_CACHE)
-def preprocess_video(job: VideoJob, cfg: Config) -> VideoOutcome:
-    return process_video(job, cfg)
+preprocess_video = task(process_video, name="preprocess-video", task_run_name="{job.key}",
+                        cache_policy=NO_CACHE)
 
 
-@flow(name="preprocess-videos")
+# Its parameters are the parent flow's objects, not user input: no pydantic validation (which
+# cannot resolve their types when a deployment loads this file by path).
+@flow(name="preprocess-videos", validate_parameters=False)
 def preprocess_videos(jobs: list[VideoJob], cfg: Config) -> tuple[list[VideoOutcome], float]:
     """One task per row on the Ray task runner; returns the outcomes and the wall time."""
     logger = get_run_logger()
@@ -105,6 +108,18 @@ def preprocess(manifest: str | None = None, params: str | None = None,
     return {**counts, "rows": len(jobs), "process_seconds": seconds, "metrics": metrics}
 
 
+ENTRYPOINT = "pipelines.preprocess:preprocess"
+
+
+def deployment() -> RunnerDeployment:
+    """The deployment ``preprocess/preprocess``. Its entrypoint is a module path (pipelines/ is
+    installed with heser), never this file's path or ``__main__``: the flow runs in a fresh
+    process, and Ray workers unpickle its objects by module name."""
+    runner_deployment = preprocess.to_deployment(name=DEPLOYMENT)
+    runner_deployment.entrypoint = ENTRYPOINT
+    return runner_deployment
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python pipelines/preprocess.py",
                                      description=__doc__.split("\n\n")[0])
@@ -120,7 +135,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         if args.command == "serve":
             _require_server()
-            preprocess.serve(name=DEPLOYMENT)
+            serve(deployment())
         else:
             overrides = dict(parse_override(s) for s in args.set)
             load_config(args.params, overrides)  # fail early, before any server or Ray starts

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -23,12 +25,13 @@ from prefect.client.schemas.filters import (
     TaskRunFilter,
     TaskRunFilterName,
 )
+from prefect.settings import PREFECT_API_URL
 from prefect.testing.utilities import prefect_test_harness
 
 from heser.data.shards import decode_sample, read_index, read_tar
 from heser.preprocess.stages import run_crop, run_download, run_parse, run_shard
 from heser.rejects import read_rejects
-from pipelines.preprocess import DEPLOYMENT, preprocess
+from pipelines.preprocess import deployment, preprocess
 from tests.conftest import SAMPLE, SHARED, make_config, write_manifest
 
 ROWS = [
@@ -127,12 +130,21 @@ def test_summary_artifact_counts_rows(first_run):
     assert "| 6 | 5 | 0 | 1 |" in text and BAD_ROW[0] in text
 
 
-def test_rerun_does_only_what_is_missing(first_run, manifest: Path):
+def test_rerun_does_only_what_is_missing(first_run, manifest: Path, tmp_path: Path):
     _, root = first_run
     shards_before = {p.name: p.read_bytes() for p in (root / "shards").glob("*.tar")}
     (root / "done" / "M030__mead_M030_front_sad_level3_001.json").unlink()  # lost in a crash
-    result = preprocess(str(manifest), overrides={**FLOW, "flow.root": str(root)})
-    assert (result["done"], result["skipped"], result["rejected"]) == (1, 4, 1)
+    # As a served deployment runs it: a fresh process loads the deployment's entrypoint (from
+    # elsewhere than the checkout), and its Ray workers must unpickle what it sends them.
+    script = (f"from prefect.flows import load_flow_from_entrypoint as load\n"
+              f"flow = load({deployment().entrypoint!r})\n"
+              f"result = flow({str(manifest)!r}, overrides={ {**FLOW, 'flow.root': str(root)}!r})\n"
+              f"print('RESULT', result['done'], result['skipped'], result['rejected'])\n")
+    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()}
+    run = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "RESULT 1 4 1" in run.stdout
     assert {p.name: p.read_bytes() for p in (root / "shards").glob("*.tar")} == shards_before
 
 
@@ -164,8 +176,7 @@ def test_killed_ray_worker_is_retried_and_nothing_is_lost(prefect_server, manife
 
 
 def test_deployment_is_preprocess_slash_preprocess(prefect_server):
-    deployment = preprocess.to_deployment(name=DEPLOYMENT)
-    deployment.apply()
+    deployment().apply()
     with get_client(sync_client=True) as client:
         found = client.read_deployment_by_name("preprocess/preprocess")
     assert set(found.parameter_openapi_schema["properties"]) == {"manifest", "params",
