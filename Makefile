@@ -28,6 +28,7 @@ test: setup
 
 bench: setup
 	python bench/preprocess.py
+	python bench/preprocess_scaling.py
 
 # The Prefect side (README, "Distributed preprocessing"): a server on 127.0.0.1:4200 with its
 # state in .state/prefect, and a process serving the deployment preprocess/preprocess.

@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> None:
         else:
             overrides = dict(parse_override(s) for s in args.set)
             load_config(args.params, overrides)  # fail early, before any server or Ray starts
-            with _api_server():
+            with api_server():
                 result = preprocess(args.manifest, args.params, overrides)
             print({k: v for k, v in result.items() if k != "metrics"})
     except (ConfigError, RuntimeError, OSError) as exc:
@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 @contextmanager
-def _api_server() -> Iterator[None]:
+def api_server() -> Iterator[None]:
     """The configured Prefect server, or Prefect's temporary one on 127.0.0.1 for this run.
 
     Left to itself Prefect would start that temporary server too, but without putting its URL
