@@ -114,6 +114,101 @@ class RayCluster(_Strict):
     ship_package: bool
 
 
+class PortraitNet(_Strict):
+    backbone: Literal["resnet", "resnext50"]
+    imagenet_weights: Path | None
+    dim: int = Field(ge=8)
+    width: int = Field(ge=4)
+    stages: int = Field(ge=2, le=8)
+    max_channels: int = Field(ge=8)
+
+
+class IdentityNet(_Strict):
+    backend: Literal["dlib"]
+    crop: float = Field(gt=0.1, le=1)
+
+
+class MotionNet(_Strict):
+    dim: int = Field(ge=8)
+    width: float = Field(gt=0, le=4)
+    input_size: int = Field(ge=32)
+
+
+class ExpressionNet(MotionNet):
+    crop: float = Field(gt=0.1, le=1)
+
+
+class GeneratorNet(_Strict):
+    start_size: int = Field(ge=2)
+    base_channels: int = Field(ge=8)
+    max_channels: int = Field(ge=8)
+
+
+class DiscriminatorNet(_Strict):
+    base_channels: int = Field(ge=8)
+    max_channels: int = Field(ge=8)
+
+
+class PoseAugment(_Strict):
+    rotation_deg: float = Field(ge=0, le=45)
+    scale: float = Field(ge=0, lt=0.5)
+    shift: float = Field(ge=0, lt=0.5)
+    color: float = Field(ge=0, le=1)
+
+
+class AlignerLoss(_Strict):
+    l1: float = Field(ge=0)
+    perceptual: float = Field(ge=0)
+    feature_matching: float = Field(ge=0)
+    identity: float = Field(ge=0)
+    adversarial: float = Field(ge=0)
+    perceptual_backbone: Literal["auto", "vgg19", "dlib"]
+    vgg19_weights: Path | None
+
+
+class Optim(_Strict):
+    lr_g: float = Field(gt=0)
+    lr_d: float = Field(gt=0)
+    betas: tuple[float, float]
+
+
+class Train(_Strict):
+    """One training run of the shared trainer (heser/train/)."""
+
+    steps: int = Field(ge=0)
+    batch_size: int = Field(ge=1)
+    grad_accum: int = Field(ge=1)
+    episodes_per_video: int = Field(ge=1)
+    workers: int = Field(ge=0)
+    seed: int
+    optim: Optim
+    log_every: int = Field(ge=1)
+    sample_every: int = Field(ge=1)
+    checkpoint_every: int = Field(ge=1)
+    eval_episodes: int = Field(ge=1)
+
+    @model_validator(mode="after")
+    def _accum_divides_batch(self) -> Train:
+        if self.batch_size % self.grad_accum:
+            raise ValueError("batch_size must be a multiple of grad_accum")
+        return self
+
+
+class Aligner(_Strict):
+    size: int = Field(ge=32, le=1024)
+    k: int = Field(ge=1, le=64)
+    portrait: PortraitNet
+    identity: IdentityNet
+    pose: MotionNet
+    expression: ExpressionNet
+    mlp_hidden: int = Field(ge=8)
+    generator: GeneratorNet
+    discriminator: DiscriminatorNet
+    augment: PoseAugment
+    loss: AlignerLoss
+    train: Train
+
+
 class Config(_Strict):
     profile: str
     profiles: dict[str, dict[str, Any]]
@@ -125,6 +220,7 @@ class Config(_Strict):
     shard: Shard
     flow: Flow
     ray: RayCluster
+    aligner: Aligner
     root: Path = ROOT
 
     def path(self, relative: Path | str) -> Path:

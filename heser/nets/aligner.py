@@ -1,0 +1,49 @@
+"""G_A, the Head2Head Aligner (Sec. 3.1): E_por, E_pose, E_exp, the MLP and the generator.
+
+The frozen identity encoder E_id is not part of it: the trainer (and inference) computes the
+identity code once per source with it and also uses it for the identity loss, so keeping it
+outside keeps it out of the optimiser and the checkpoints.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from heser.config import Aligner
+from heser.nets.generator import AdaINMLP, StyleGenerator
+from heser.nets.motion_encoder import MotionEncoder
+from heser.nets.portrait_encoder import PortraitEncoder
+
+
+class Head2HeadAligner(nn.Module):
+    def __init__(self, cfg: Aligner, identity_dim: int, root: Path = Path(".")):
+        super().__init__()
+        por = cfg.portrait
+        weights = root / por.imagenet_weights if por.imagenet_weights else None
+        self.portrait = PortraitEncoder(por.backbone, por.dim, por.width, por.stages,
+                                        por.max_channels, weights)  # E_por
+        self.pose = MotionEncoder(cfg.pose.dim, cfg.pose.width)  # E_pose
+        self.expression = MotionEncoder(cfg.expression.dim, cfg.expression.width)  # E_exp
+        self.generator = StyleGenerator(cfg.size, cfg.generator.start_size,
+                                        cfg.generator.base_channels, cfg.generator.max_channels)
+        code_dim = por.dim + identity_dim + cfg.pose.dim + cfg.expression.dim
+        self.mlp = AdaINMLP(code_dim, cfg.mlp_hidden, self.generator.n_params)
+
+    def source_code(self, sources: Tensor, identity_codes: Tensor) -> Tensor:
+        """[e_por, e_id] averaged over the K sources (eq. 1): sources [B, K, 3, H, W],
+        identity_codes [B, K, D_id]. Inference computes it once per source set."""
+        return torch.cat([self.portrait.average(sources), identity_codes.mean(dim=1)], dim=1)
+
+    def animate(self, source_code: Tensor, pose_input: Tensor, expression_input: Tensor) -> Tensor:
+        """I_A from the sources' code, A(I_T) and C(A(I_T)), all images in [-1, 1]."""
+        codes = torch.cat([source_code, self.pose(pose_input),
+                           self.expression(expression_input)], dim=1)
+        return self.generator(self.mlp(codes))
+
+    def forward(self, sources: Tensor, identity_codes: Tensor, pose_input: Tensor,
+                expression_input: Tensor) -> Tensor:
+        return self.animate(self.source_code(sources, identity_codes), pose_input,
+                            expression_input)

@@ -1,0 +1,89 @@
+"""Shapes and gradient flow of the aligner's networks (CPU profile sizes from params.yaml)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from heser.nets.aligner import Head2HeadAligner
+from heser.nets.discriminator import Discriminator
+from heser.nets.generator import StyleGenerator
+from heser.nets.motion_encoder import MotionEncoder
+from heser.nets.portrait_encoder import PortraitEncoder
+from tests.conftest import PARAMS
+
+CFG = PARAMS.aligner
+B, K, ID_DIM = 2, 3, 128
+
+
+def _all_have_grads(module: torch.nn.Module) -> None:
+    missing = [name for name, p in module.named_parameters()
+               if p.requires_grad and (p.grad is None or not p.grad.abs().sum() > 0)]
+    assert not missing, missing
+
+
+@pytest.fixture(scope="module")
+def aligner() -> Head2HeadAligner:
+    torch.manual_seed(0)
+    return Head2HeadAligner(CFG, ID_DIM)
+
+
+def _inputs():
+    size = CFG.size
+    return (torch.rand(B, K, 3, size, size) * 2 - 1, torch.randn(B, K, ID_DIM),
+            torch.rand(B, 3, CFG.pose.input_size, CFG.pose.input_size) * 2 - 1,
+            torch.rand(B, 3, CFG.expression.input_size, CFG.expression.input_size) * 2 - 1)
+
+
+def test_aligner_renders_the_crop_size_in_range_and_every_part_learns(aligner):
+    aligner.zero_grad()
+    animated = aligner(*_inputs())
+    assert animated.shape == (B, 3, CFG.size, CFG.size)
+    assert animated.min() >= -1 and animated.max() <= 1
+    animated.square().mean().backward()
+    _all_have_grads(aligner)
+
+
+def test_source_code_averages_the_k_shots(aligner):
+    sources, ids, *_ = _inputs()
+    code = aligner.source_code(sources, ids)
+    assert code.shape == (B, CFG.portrait.dim + ID_DIM)
+    aligner.eval()
+    with torch.no_grad():  # eq. 1: the order of the K sources does not matter
+        reordered = aligner.source_code(sources.flip(1), ids.flip(1))
+        torch.testing.assert_close(aligner.source_code(sources, ids), reordered)
+    aligner.train()
+
+
+def test_encoders_give_their_code_sizes():
+    por = PortraitEncoder("resnet", 512, 16, 4, 64, None)
+    assert por(torch.randn(2, 3, 64, 64)).shape == (2, 512)
+    assert por.average(torch.randn(2, 3, 3, 64, 64)).shape == (2, 512)
+    motion = MotionEncoder(256, 0.5)
+    assert motion(torch.randn(2, 3, 96, 96)).shape == (2, 256)
+
+
+def test_generator_rejects_sizes_it_cannot_reach():
+    with pytest.raises(ValueError, match="not start_size"):
+        StyleGenerator(96, 4, 16, 64)
+
+
+def test_discriminator_logits_features_and_gradients():
+    disc = Discriminator(CFG.size, 16, 64)
+    images = torch.rand(B, 3, CFG.size, CFG.size, requires_grad=True)
+    logits, features = disc(images)
+    assert logits.shape == (B,) and len(features) == 5  # 128 -> 4 in five halvings
+    assert features[-1].shape[-1] == 4
+    logits.sum().backward()
+    _all_have_grads(disc)
+    assert images.grad.abs().sum() > 0
+
+
+def test_resnext50_without_torchvision_says_how_to_get_it():
+    try:
+        import torchvision  # noqa: F401
+    except ImportError:
+        with pytest.raises(RuntimeError, match="needs torchvision"):
+            PortraitEncoder("resnext50", 512, 16, 4, 64, None)
+    else:
+        pytest.skip("torchvision is installed")
