@@ -34,6 +34,7 @@ class Paths(_Strict):
     crops: Path
     parse: Path
     shards: Path
+    models: Path
     reports: Path
 
 

@@ -70,7 +70,7 @@ def read_rgb(name: str) -> np.ndarray:
 def make_config(tmp_path: Path, **overrides: object) -> Config:
     """params.yaml with every output under ``tmp_path`` and the ../shared mirrors."""
     paths = {f"paths.{name}": str(tmp_path / name)
-             for name in ("raw", "weights", "crops", "parse", "shards", "reports")}
+             for name in ("raw", "weights", "crops", "parse", "shards", "models", "reports")}
     mirrors = [str(SAMPLE), str(SHARED / "weights")]
     return load_config(ROOT / "params.yaml", {**paths, "assets.mirrors": mirrors, **overrides})
 

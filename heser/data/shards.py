@@ -34,8 +34,12 @@ def tar_writer(path: Path) -> wds.TarWriter:
 
 
 def read_tar(path: Path) -> Iterator[dict[str, bytes]]:
-    """Raw samples of one tar, in order (bytes per extension, plus ``__key__``)."""
-    for sample in wds.WebDataset(str(path), shardshuffle=False, empty_check=False):
+    """Raw samples of one tar, in order (bytes per extension, plus ``__key__``).
+
+    No node or worker splitting: WebDataset's defaults would hand the one tar to a single
+    DataLoader worker (the others get nothing) and refuse to run under torchrun."""
+    for sample in wds.WebDataset(str(path), shardshuffle=False, empty_check=False,
+                                 nodesplitter=None, workersplitter=None):
         yield {k: v for k, v in sample.items() if k != "__url__" and k != "__local_path__"}
 
 

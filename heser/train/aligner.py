@@ -1,0 +1,123 @@
+"""The Head2Head Aligner as a ``GanTask``: self-reconstruction from K+1 frames of one video
+(Sec. 3.1): K sources, and the target I_T whose pose and expression I_A must take."""
+
+from __future__ import annotations
+
+import zlib
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from skimage.metrics import structural_similarity
+from torch import Tensor
+
+from heser.config import Config
+from heser.data.augment import central_crop, pose_augment
+from heser.losses import aligner_generator_losses
+from heser.nets.aligner import Head2HeadAligner
+from heser.nets.blocks import to_unit
+from heser.nets.discriminator import Discriminator
+from heser.nets.identity import cosine_distance, make_identity_encoder
+from heser.nets.perceptual import make_perceptual_net
+
+Batch = dict[str, Any]
+
+
+def resize(images: Tensor, size: int) -> Tensor:
+    if images.shape[-1] == size:
+        return images
+    return F.interpolate(images, size=(size, size), mode="bilinear", antialias=True,
+                         align_corners=False)
+
+
+class AlignerTask:
+    def __init__(self, cfg: Config, device: torch.device):
+        self.cfg, self.a, self.device = cfg, cfg.aligner, device
+        self.identity = make_identity_encoder(self.a.identity).to(device)  # E_id, frozen
+        self.perceptual, self.perceptual_name = make_perceptual_net(self.a.loss, self.identity,
+                                                                    cfg.root)
+        self.perceptual.to(device)
+        self.aligner = Head2HeadAligner(self.a, self.identity.dim, cfg.root).to(device)
+        d = self.a.discriminator
+        self.critic = Discriminator(self.a.size, d.base_channels, d.max_channels).to(device)
+        # what the trainer optimises (and may wrap for data parallelism)
+        self.generator, self.discriminator = self.aligner, self.critic
+
+    # -- inputs -----------------------------------------------------------------------------
+
+    def _augment_generators(self, keys: list[str], step: int) -> list[torch.Generator]:
+        """One generator per episode, seeded by (seed, step, target key): the augmentation of
+        an episode does not depend on how the batch is split over processes or micro-batches."""
+        seed = self.a.train.seed
+        return [torch.Generator().manual_seed(zlib.crc32(f"{seed}:{step}:{key}".encode()))
+                for key in keys]
+
+    def prepare(self, batch: Batch, step: int, augment: bool = True) -> Batch:
+        sources = batch["sources"].to(self.device)  # [B, K, 3, H, W], the K source crops
+        target = batch["target"].to(self.device)    # I_T
+        b, k = sources.shape[:2]
+        with torch.no_grad():
+            identity_codes = self.identity(sources.flatten(0, 1)).view(b, k, -1)
+        if augment:
+            gens = self._augment_generators(list(batch["target_key"]), step)
+            aug = self.a.augment
+            posed = torch.cat([pose_augment(target[i:i + 1], g, aug.rotation_deg, aug.scale,
+                                            aug.shift, aug.color) for i, g in enumerate(gens)])
+        else:
+            posed = target
+        size = self.a.size
+        return {
+            "sources": resize(sources.flatten(0, 1), size).view(b, k, 3, size, size),
+            "identity_codes": identity_codes,
+            "pose_input": resize(posed, self.a.pose.input_size),  # A(I_T)
+            "expression_input": central_crop(posed, self.a.expression.crop,
+                                             self.a.expression.input_size),  # C(A(I_T))
+            "target": resize(target, size),
+        }
+
+    # -- GanTask ----------------------------------------------------------------------------
+
+    def fake(self, inputs: Batch) -> Tensor:
+        return self.generator(inputs["sources"], inputs["identity_codes"], inputs["pose_input"],
+                              inputs["expression_input"])  # I_A
+
+    def animate(self, inputs: Batch) -> Tensor:
+        """I_A from the bare network: evaluation on one process, never through a DDP wrapper."""
+        return self.aligner(inputs["sources"], inputs["identity_codes"], inputs["pose_input"],
+                            inputs["expression_input"])
+
+    def real(self, inputs: Batch) -> Tensor:
+        return inputs["target"]
+
+    def generator_loss(self, inputs: Batch, fake: Tensor) -> tuple[Tensor, dict[str, float]]:
+        losses = aligner_generator_losses(fake, inputs["target"], self.a.loss, self.perceptual,
+                                          self.identity, self.discriminator)
+        return losses.total, losses.items()
+
+    def sample_grid(self, inputs: Batch, fake: Tensor, rows: int = 4) -> np.ndarray:
+        """Rows of: the K sources | target I_T | animated I_A, as uint8 RGB."""
+        n = min(rows, fake.shape[0])
+        tiles = torch.cat([inputs["sources"][:n], inputs["target"][:n, None],
+                           fake[:n, None].float()], dim=1)  # [n, K+2, 3, S, S]
+        grid = to_unit(tiles).permute(0, 3, 1, 4, 2).flatten(0, 1).flatten(1, 2)
+        return (grid.detach().cpu().numpy() * 255).round().astype(np.uint8)
+
+    # -- evaluation -------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def reconstruction_metrics(self, batches: list[Batch]) -> dict[str, float]:
+        """L1, SSIM and identity cosine of I_A against I_T, unaugmented pose path."""
+        self.aligner.eval()
+        l1, ssim, cosine = [], [], []
+        for batch in batches:
+            inputs = self.prepare(batch, 0, augment=False)
+            fake = self.animate(inputs).float()
+            target = inputs["target"]
+            l1 += (fake - target).abs().mean(dim=(1, 2, 3)).tolist()
+            cosine += (1 - cosine_distance(self.identity(fake), self.identity(target))).tolist()
+            for a, b in zip(to_unit(fake).cpu().numpy(), to_unit(target).cpu().numpy()):
+                ssim.append(structural_similarity(a, b, channel_axis=0, data_range=1.0))
+        self.aligner.train()
+        return {"l1": float(np.mean(l1)), "ssim": float(np.mean(ssim)),
+                "identity_cosine": float(np.mean(cosine)), "episodes": float(len(l1))}
