@@ -3,6 +3,7 @@
     heser config [--set KEY=VALUE ...]          print the validated parameters
     heser fetch MANIFEST --dest DIR             download a manifest (mirror first, sha256 checked)
     heser contact-sheet SHARD_DIR OUT.png       redraw the contact sheet of a shard directory
+    heser finetune --source A.jpg B.jpg ... --out subject.pt   subject-specific aligner tuning
 
 The pipeline itself runs through DVC (`dvc repro`); later stages add swap and finetune here.
 """
@@ -46,6 +47,19 @@ def _contact_sheet(args: argparse.Namespace) -> None:
     print(f"wrote {args.out}")
 
 
+def _finetune(args: argparse.Namespace) -> None:
+    from heser.train.finetune import finetune
+
+    cfg = load_config(args.params, dict(parse_override(s) for s in args.set))
+    steps = args.steps or cfg.aligner.finetune_steps
+    checkpoint = Path(args.checkpoint) if args.checkpoint else (
+        cfg.path(cfg.paths.models) / "aligner.pt")
+    if not checkpoint.exists():
+        raise FileNotFoundError(f"{checkpoint}: no trained aligner; run `dvc repro train_aligner`")
+    result = finetune(cfg, [Path(s) for s in args.source], checkpoint, steps, Path(args.out))
+    print(f"fine-tuned {steps} steps on {result['sources']} photos -> {args.out}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="heser", description="HeSer head swapping pipeline")
     parser.add_argument("--version", action="version", version=f"heser {__version__}")
@@ -62,6 +76,13 @@ def build_parser() -> argparse.ArgumentParser:
     sheet.add_argument("shard_dir")
     sheet.add_argument("out")
     sheet.set_defaults(run=_contact_sheet)
+    tune = sub.add_parser("finetune", help="fine-tune the aligner on photos of one person")
+    tune.add_argument("--source", nargs="+", required=True, help="photos of the person (K >= 2)")
+    tune.add_argument("--out", required=True, help="where to write the fine-tuned checkpoint")
+    tune.add_argument("--steps", type=int, default=0, help="default: aligner.finetune_steps")
+    tune.add_argument("--checkpoint", help="trained aligner (default: paths.models/aligner.pt)")
+    tune.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    tune.set_defaults(run=_finetune)
     return parser
 
 
@@ -70,5 +91,5 @@ def main(argv: list[str] | None = None) -> None:
     configure_tool_state()
     try:
         args.run(args)
-    except (ConfigError, assets.AssetError, OSError) as exc:
+    except (ConfigError, assets.AssetError, OSError, ValueError) as exc:
         sys.exit(f"heser {args.command}: error: {exc}")

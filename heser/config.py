@@ -208,6 +208,7 @@ class Aligner(_Strict):
     augment: PoseAugment
     loss: AlignerLoss
     train: Train
+    finetune_steps: int = Field(ge=1)
 
 
 class Config(_Strict):
