@@ -42,7 +42,7 @@ def crop_sources(cfg: Config, images: list[Path]) -> torch.Tensor:
                 reasons = "; ".join(r.reason for r in result.rejects) or "no face"
                 raise FinetuneError(f"{path}: {reasons}")
             img = decode_sample(next(read_tar(tar)))["img"]
-            crops.append(torch.from_numpy(img).permute(2, 0, 1).float() / 127.5 - 1)
+            crops.append(torch.from_numpy(img.copy()).permute(2, 0, 1).float() / 127.5 - 1)
     return torch.stack(crops)
 
 

@@ -14,6 +14,7 @@ from typing import Any
 import mlflow
 import numpy as np
 
+from heser.env import STATE_DIR
 from heser.io import save_png
 
 
@@ -29,6 +30,15 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, str]:
     return flat
 
 
+def _use_experiment(name: str) -> None:
+    """Select (or create) the experiment. With a local store, its artifacts go to
+    .state/mlartifacts: MLflow's default is ./mlruns in whatever directory the run started."""
+    if mlflow.get_experiment_by_name(name) is None and not mlflow.get_tracking_uri().startswith(
+            ("http:", "https:", "databricks")):
+        mlflow.create_experiment(name, artifact_location=(STATE_DIR / "mlartifacts").as_uri())
+    mlflow.set_experiment(name)
+
+
 class Tracker:
     """A run in an MLflow experiment; every method is a no-op on non-main processes."""
 
@@ -38,7 +48,7 @@ class Tracker:
         self.run_id = run_id
         if not enabled:
             return
-        mlflow.set_experiment(experiment)
+        _use_experiment(experiment)
         run = mlflow.start_run(run_id=run_id, run_name=None if run_id else run_name)
         self.run_id = run.info.run_id
         if run_id is None:  # a resumed run keeps the parameters it started with
