@@ -47,6 +47,7 @@ def train_aligner(cfg: Config, checkpoint: Path, reports: Path) -> dict[str, Any
     dist = init_distributed()
     a, t = cfg.aligner, cfg.aligner.train
     try:
+        torch.manual_seed(t.seed)  # the same initial weights in every process and every rerun
         task = AlignerTask(cfg, dist.device)
         trainer = GanTrainer(task, t, dist)
         dataset = KShotEpisodes(cfg.path(cfg.paths.shards), "train", a.k, t.episodes_per_video,
