@@ -70,7 +70,7 @@ def train_aligner(cfg: Config, checkpoint: Path, reports: Path) -> dict[str, Any
             evaluate=(lambda: task.reconstruction_metrics(eval_batches)) if dist.is_main else None)
         seconds = time.perf_counter() - start
         if not dist.is_main:
-            return {}
+            return {"rank": dist.rank, "steps": trainer.step}  # the main process reports
         after = task.reconstruction_metrics(eval_batches)
         metrics = {"step0": before, "final": after, "steps": trainer.step,
                    "train_seconds": round(seconds, 1), "perceptual": task.perceptual_name,
