@@ -28,10 +28,9 @@ import numpy as np
 import pyarrow.compute as pc
 import torch
 import torch.distributed as dist
-import webdataset as wds
 from torch.utils.data import IterableDataset, get_worker_info
 
-from heser.data.shards import INDEX_NAME, read_index
+from heser.data.shards import INDEX_NAME, read_index, read_tar
 from heser.io import decode_png
 
 T = TypeVar("T")
@@ -83,16 +82,6 @@ def chunk(items: Sequence[T], part: int, parts: int) -> Sequence[T]:
 def _stable_id(text: str) -> int:
     """A hash that is the same in every process (Python's ``hash`` is salted per process)."""
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little")
-
-
-def _read_shard(path: Path) -> Iterator[dict[str, bytes]]:
-    """Every sample of one tar, in order, whichever worker or rank asks.
-
-    Not ``heser.data.shards.read_tar``: it goes through ``wds.WebDataset``, whose default
-    splitters give a one-tar list to DataLoader worker 0 only and raise when WORLD_SIZE > 1.
-    This sampler splits the work itself (whole videos per slot), so it reads tars unsplit.
-    """
-    return iter(wds.DataPipeline(wds.SimpleShardList([str(path)]), wds.tarfile_to_samples()))
 
 
 def _resolve_rank(rank: int | None, world_size: int | None) -> tuple[int, int]:
@@ -213,7 +202,7 @@ class KShotEpisodes(IterableDataset):
         """The samples ``keys`` of one shard, reading it only as far as the last of them."""
         found: dict[str, dict[str, bytes]] = {}
         if keys:
-            for sample in _read_shard(self.shard_dir / shard):
+            for sample in read_tar(self.shard_dir / shard):
                 if sample["__key__"] in keys:
                     found[sample["__key__"]] = sample
                     if len(found) == len(keys):

@@ -123,13 +123,13 @@ def test_dataloader_workers_cover_each_video_once(shard_dir: Path, usable: set[s
 def test_ranks_are_disjoint_and_read_only_their_shards(shard_dir: Path, usable: set[str],
                                                       monkeypatch: pytest.MonkeyPatch):
     read: list[str] = []
-    original = kshot._read_shard
+    original = kshot.read_tar
 
     def recording(path: Path):
         read.append(path.name)
         return original(path)
 
-    monkeypatch.setattr(kshot, "_read_shard", recording)
+    monkeypatch.setattr(kshot, "read_tar", recording)
     covered: list[set[str]] = []
     for rank in range(2):
         read.clear()
