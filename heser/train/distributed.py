@@ -47,3 +47,12 @@ def mean_over_processes(values: dict[str, float], info: DistInfo) -> dict[str, f
     tensor = torch.tensor(list(values.values()), dtype=torch.float64, device=info.device)
     dist.all_reduce(tensor)
     return dict(zip(values, (tensor / info.world_size).tolist()))
+
+
+def gather_objects(value: object, info: DistInfo) -> list[object]:
+    """Every process's ``value``, in rank order (small picklable things only)."""
+    if info.world_size == 1:
+        return [value]
+    gathered: list[object] = [None] * info.world_size
+    dist.all_gather_object(gathered, value)
+    return gathered

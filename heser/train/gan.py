@@ -24,7 +24,7 @@ from tqdm import tqdm
 from heser.config import Train
 from heser.losses import hinge_d
 from heser.train.checkpoint import load_checkpoint, restore_rng, rng_state, save_checkpoint
-from heser.train.distributed import DistInfo, mean_over_processes
+from heser.train.distributed import DistInfo, gather_objects, mean_over_processes
 from heser.train.tracking import Tracker
 
 Batch = dict[str, Any]
@@ -122,20 +122,27 @@ class GanTrainer:
 
     # -- checkpoints ------------------------------------------------------------------------
 
-    def state_dict(self, data_state: dict[str, int]) -> dict[str, Any]:
-        return {"step": self.step, "data": data_state, "rng": rng_state(),
+    def state_dict(self, data_states: list[dict[str, int]],
+                   history: list[dict[str, float]]) -> dict[str, Any]:
+        """``data_states``: each process's (epoch, batch) position; ``history``: logged losses."""
+        return {"step": self.step, "data": data_states, "history": history, "rng": rng_state(),
                 "generator": self.models["generator"].state_dict(),
                 "discriminator": self.models["discriminator"].state_dict(),
                 "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict()}
 
-    def load_state_dict(self, state: dict[str, Any]) -> dict[str, int]:
+    def load_state_dict(self, state: dict[str, Any]) -> tuple[dict[str, int], list]:
+        """Restore everything; returns this process's data position and the loss history."""
+        data = state["data"]
+        if len(data) != self.dist.world_size:
+            raise ValueError(f"checkpoint of a {len(data)}-process run; resume it with as many "
+                             f"processes (this run has {self.dist.world_size})")
         self.models["generator"].load_state_dict(state["generator"])
         self.models["discriminator"].load_state_dict(state["discriminator"])
         self.opt_g.load_state_dict(state["opt_g"])
         self.opt_d.load_state_dict(state["opt_d"])
         self.step = int(state["step"])
         restore_rng(state["rng"])
-        return state["data"]
+        return data[self.dist.rank], state["history"]
 
 
 def batches_from(loader_for_epoch, start_epoch: int, skip: int) -> Iterator[tuple[int, int, Batch]]:
@@ -156,8 +163,10 @@ def fit(trainer: GanTrainer, loader_for_epoch, tracker: Tracker, checkpoint: Pat
     row is appended to ``history`` (for the stage's plots)."""
     cfg, main = trainer.cfg, trainer.dist.is_main
     data = {"epoch": 0, "batch": 0}
+    history = [] if history is None else history
     if checkpoint.exists():
-        data = trainer.load_state_dict(load_checkpoint(checkpoint))
+        data, earlier = trainer.load_state_dict(load_checkpoint(checkpoint))
+        history[:0] = earlier
     last: dict[str, float] = {}
     bar = tqdm(total=cfg.steps, initial=trainer.step, desc="train", disable=not main,
                dynamic_ncols=True)
@@ -170,14 +179,14 @@ def fit(trainer: GanTrainer, loader_for_epoch, tracker: Tracker, checkpoint: Pat
         if step % cfg.log_every == 0 or step == cfg.steps:
             last = mean_over_processes(result.losses, trainer.dist)
             tracker.metrics({f"train/{k}": v for k, v in last.items()}, step)
-            if history is not None:
-                history.append({"step": step, **last})
+            history.append({"step": step, **last})
             bar.set_postfix({k: f"{v:.3f}" for k, v in last.items() if k in ("l1", "total")})
         if step % cfg.sample_every == 0 or step == cfg.steps:
             tracker.image(trainer.task.sample_grid(result.inputs, result.fake), "train", step)
         if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+            positions = gather_objects(data, trainer.dist)  # every rank's, for exact resume
             if main:
-                save_checkpoint(checkpoint, trainer.state_dict(data))
+                save_checkpoint(checkpoint, trainer.state_dict(positions, history))
             if evaluate is not None:
                 tracker.metrics({f"val/{k}": v for k, v in evaluate().items()}, step)
         bar.update()

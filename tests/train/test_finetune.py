@@ -20,7 +20,7 @@ PHOTOS = ["images/dt_woman_D_crop256.png", "images/dt_woman_D_uncropped.jpg"]
 def base(tmp_path: Path, weights_dir: Path):
     cfg = _tiny(tmp_path, **{"paths.weights": str(weights_dir)})
     checkpoint = tmp_path / "aligner.pt"
-    save_checkpoint(checkpoint, _trainer(cfg, ONE).state_dict({"epoch": 0, "batch": 0}))
+    save_checkpoint(checkpoint, _trainer(cfg, ONE).state_dict([{"epoch": 0, "batch": 0}], []))
     return cfg, checkpoint
 
 

@@ -68,14 +68,24 @@ def test_resume_continues_with_identical_losses(tmp_path: Path):
         _trainer(cfg, ONE), lambda epoch: batches, Tracker("x", "x", {}, False), ckpt, history)
     straight: list[dict] = []
     run(_tiny(tmp_path, **{"aligner.train.steps": 5}), tmp_path / "straight.pt", straight)
-    resumed: list[dict] = []
     ckpt = tmp_path / "resumed.pt"
-    run(_tiny(tmp_path, **{"aligner.train.steps": 2}), ckpt, resumed)
+    run(_tiny(tmp_path, **{"aligner.train.steps": 2}), ckpt, [])
     assert load_checkpoint(ckpt)["step"] == 2
-    run(_tiny(tmp_path, **{"aligner.train.steps": 5}), ckpt, resumed)  # a new process, resumed
+    resumed: list[dict] = []  # as in a new process: the first two rows come from the checkpoint
+    run(_tiny(tmp_path, **{"aligner.train.steps": 5}), ckpt, resumed)
     assert [row["step"] for row in resumed] == [1, 2, 3, 4, 5]
     for a, b in zip(straight, resumed):
         assert a == pytest.approx(b, rel=1e-6, abs=1e-7), (a, b)
+
+def test_resume_with_another_process_count_is_refused(tmp_path: Path):
+    ckpt = tmp_path / "one.pt"
+    cfg = _tiny(tmp_path, **{"aligner.train.steps": 1})
+    fit(_trainer(cfg, ONE), lambda epoch: _batches(1), Tracker("x", "x", {}, False), ckpt, [])
+    two_processes = GanTrainer.__new__(GanTrainer)  # no process group needed for the check
+    two_processes.dist = DistInfo(0, 2, torch.device("cpu"))
+    with pytest.raises(ValueError, match="1-process run; resume it with as many"):
+        two_processes.load_state_dict(load_checkpoint(ckpt))
+
 
 def _free_port() -> int:
     with socket.socket() as sock:
