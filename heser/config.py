@@ -125,8 +125,16 @@ class PortraitNet(_Strict):
 
 
 class IdentityNet(_Strict):
-    backend: Literal["dlib"]
+    backend: Literal["dlib", "arcface"]
+    checkpoint: Path | None
     crop: float = Field(gt=0.1, le=1)
+
+    @model_validator(mode="after")
+    def _arcface_needs_checkpoint(self) -> IdentityNet:
+        if self.backend == "arcface" and self.checkpoint is None:
+            raise ValueError("aligner.identity.backend 'arcface' needs "
+                             "aligner.identity.checkpoint")
+        return self
 
 
 class MotionNet(_Strict):

@@ -1,11 +1,15 @@
 """E_id: the frozen face-recognition encoder, on the central crop C of a head crop.
 
-The offline default is dlib's 128-d ResNet (``heser.nets.identity_dlib``, weights from the PyPI
-package face-recognition-models). Our crops are FFHQ-style windows widened to the whole head,
-so the central ``crop`` fraction of the side holds about the face area of a dlib chip.
+Two backends: dlib's 128-d ResNet (offline default; ``heser.nets.identity_dlib``, weights from
+the PyPI package face-recognition-models) and ArcFace IR-SE50 (512-d, the paper's; a
+user-supplied checkpoint, ``heser.nets.identity_irse50``). Our crops are FFHQ-style windows
+widened to the whole head, so the central ``crop`` fraction of the side holds about the face
+area each network was trained on.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -14,28 +18,25 @@ from heser.config import IdentityNet
 from heser.data.augment import central_crop
 from heser.nets.blocks import to_255
 
-DLIB_CHIP = 150
 
+class FrozenIdentity(nn.Module):
+    """Images [B, 3, H, W] in [-1, 1] -> identity codes [B, dim]; never trained."""
 
-class DlibIdentity(nn.Module):
-    """Images [B, 3, H, W] in [-1, 1] -> identity codes [B, 128]; frozen."""
-
-    dim = 128
-
-    def __init__(self, crop: float):
+    def __init__(self, net: nn.Module, backend: str, dim: int, crop: float, chip_size: int,
+                 pixels_0_255: bool):
         super().__init__()
-        from heser.nets.identity_dlib import load_dlib_resnet
-
-        self.crop = crop
-        self.net = load_dlib_resnet()
+        self.net, self.backend, self.dim = net, backend, dim
+        self.crop, self.chip_size, self.pixels_0_255 = crop, chip_size, pixels_0_255
         self.requires_grad_(False)
         self.eval()
 
-    def train(self, mode: bool = True) -> DlibIdentity:
+    def train(self, mode: bool = True) -> FrozenIdentity:
         return super().train(False)  # frozen: never leaves eval mode
 
     def chips(self, images: Tensor) -> Tensor:
-        return to_255(central_crop(images, self.crop, DLIB_CHIP))
+        """C(images) at the network's input size and value range."""
+        chips = central_crop(images, self.crop, self.chip_size)
+        return to_255(chips) if self.pixels_0_255 else chips
 
     def forward(self, images: Tensor) -> Tensor:
         return self.net(self.chips(images))
@@ -50,5 +51,15 @@ def cosine_distance(a: Tensor, b: Tensor) -> Tensor:
     return 1 - F.cosine_similarity(a, b, dim=1)
 
 
-def make_identity_encoder(cfg: IdentityNet) -> DlibIdentity:
-    return DlibIdentity(cfg.crop)  # the one backend so far (config restricts it to dlib)
+def make_identity_encoder(cfg: IdentityNet, root: Path = Path(".")) -> FrozenIdentity:
+    if cfg.backend == "arcface":
+        from heser.nets.identity_irse50 import INPUT_SIZE, load_irse50
+
+        # IR-SE50 takes [-1, 1] RGB at 112 px and gives 512-d codes
+        return FrozenIdentity(load_irse50(root / cfg.checkpoint), "arcface", 512, cfg.crop,
+                              INPUT_SIZE, pixels_0_255=False)
+    from heser.nets.identity_dlib import CHIP_SIZE, load_dlib_resnet
+
+    # dlib's ResNet takes 0..255 RGB at 150 px and gives 128-d codes
+    return FrozenIdentity(load_dlib_resnet(), "dlib", 128, cfg.crop, CHIP_SIZE,
+                          pixels_0_255=True)

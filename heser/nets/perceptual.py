@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from heser.config import AlignerLoss
 from heser.nets.blocks import to_unit
-from heser.nets.identity import DlibIdentity
+from heser.nets.identity import FrozenIdentity
 
 # relu1_2, relu2_2, relu3_4, relu4_4, relu5_4 in torchvision's vgg19().features
 VGG19_TAPS = (3, 8, 17, 26, 35)
@@ -46,7 +46,7 @@ class VGG19Features(nn.Module):
 class IdentityFeatures(nn.Module):
     """The offline substitute: E_id's feature maps on the central crop."""
 
-    def __init__(self, identity: DlibIdentity):
+    def __init__(self, identity: FrozenIdentity):
         super().__init__()
         self.identity = identity
 
@@ -62,7 +62,7 @@ def _has_torchvision() -> bool:
     return True
 
 
-def make_perceptual_net(cfg: AlignerLoss, identity: DlibIdentity,
+def make_perceptual_net(cfg: AlignerLoss, identity: FrozenIdentity,
                         root: Path) -> tuple[nn.Module, str]:
     """The extractor and its name; ``vgg19`` without its weights is an error, not a fallback."""
     weights = root / cfg.vgg19_weights if cfg.vgg19_weights else None
@@ -73,4 +73,4 @@ def make_perceptual_net(cfg: AlignerLoss, identity: DlibIdentity,
             raise FileNotFoundError(f"aligner.loss.vgg19_weights: {weights} not found "
                                     "(perceptual_backbone vgg19 needs the ImageNet state dict)")
         return VGG19Features(weights), "vgg19"
-    return IdentityFeatures(identity), "dlib-resnet"
+    return IdentityFeatures(identity), f"{identity.backend}-identity-features"

@@ -34,7 +34,7 @@ def resize(images: Tensor, size: int) -> Tensor:
 class AlignerTask:
     def __init__(self, cfg: Config, device: torch.device):
         self.cfg, self.a, self.device = cfg, cfg.aligner, device
-        self.identity = make_identity_encoder(self.a.identity).to(device)  # E_id, frozen
+        self.identity = make_identity_encoder(self.a.identity, cfg.root).to(device)  # E_id, frozen
         self.perceptual, self.perceptual_name = make_perceptual_net(self.a.loss, self.identity,
                                                                     cfg.root)
         self.perceptual.to(device)
