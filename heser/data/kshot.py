@@ -109,6 +109,7 @@ class KShotEpisodes(IterableDataset):
     Each pass yields ``episodes_per_video`` episodes of every usable video of this rank (a video
     with at least ``min_frames`` frames; default k+1), as dicts: ``sources`` float32
     [K, 3, H, W] and ``target`` float32 [3, H, W] in [-1, 1], ``target_parse`` uint8 [H, W],
+    ``source_parse`` uint8 [K, H, W] (the blender's second target I_T' needs its regions),
     ``source_keys``, ``target_key``, ``identity``, ``video``.
 
     Call ``set_epoch(epoch)`` before each pass: (seed, epoch) fixes which slot gets which
@@ -219,6 +220,8 @@ class KShotEpisodes(IterableDataset):
             "sources": torch.stack([_image(raw[key]) for key in episode.source_keys]),
             "target": _image(target),
             "target_parse": torch.tensor(decode_png(target["parse.png"])),
+            "source_parse": torch.stack([torch.tensor(decode_png(raw[key]["parse.png"]))
+                                         for key in episode.source_keys]),
             "source_keys": list(episode.source_keys),
             "target_key": episode.target_key,
             "identity": episode.video.identity,

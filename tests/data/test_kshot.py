@@ -88,9 +88,10 @@ def test_pixels_are_those_of_the_named_samples(shard_dir: Path):
     expected = torch.from_numpy(target["img"].astype(np.float32) / 127.5 - 1).permute(2, 0, 1)
     assert torch.equal(episode["target"], expected)
     assert np.array_equal(episode["target_parse"].numpy(), target["parse"])
-    first = samples[episode["source_keys"][0]]["img"]
+    first = samples[episode["source_keys"][0]]
     assert np.array_equal(((episode["sources"][0] + 1) * 127.5).round().byte().permute(1, 2, 0)
-                          .numpy(), first)
+                          .numpy(), first["img"])
+    assert np.array_equal(episode["source_parse"][0].numpy(), first["parse"])
 
 
 def test_short_videos_are_skipped_and_counted(shard_dir: Path, usable: set[str]):
