@@ -78,9 +78,9 @@ class AlignerTask:
 
     # -- GanTask ----------------------------------------------------------------------------
 
-    def fake(self, inputs: Batch) -> Tensor:
-        return self.generator(inputs["sources"], inputs["identity_codes"], inputs["pose_input"],
-                              inputs["expression_input"])  # I_A
+    def fake(self, inputs: Batch) -> dict[str, Tensor]:
+        return {"image": self.generator(inputs["sources"], inputs["identity_codes"],
+                                        inputs["pose_input"], inputs["expression_input"])}  # I_A
 
     def animate(self, inputs: Batch) -> Tensor:
         """I_A from the bare network: evaluation on one process, never through a DDP wrapper."""
@@ -90,16 +90,21 @@ class AlignerTask:
     def real(self, inputs: Batch) -> Tensor:
         return inputs["target"]
 
-    def generator_loss(self, inputs: Batch, fake: Tensor) -> tuple[Tensor, dict[str, float]]:
-        losses = aligner_generator_losses(fake, inputs["target"], self.a.loss, self.perceptual,
-                                          self.identity, self.discriminator)
+    def discriminate(self, inputs: Batch, images: Tensor) -> tuple[Tensor, list[Tensor]]:
+        return self.discriminator(images)  # D_A sees the image alone
+
+    def generator_loss(self, inputs: Batch,
+                       fake: dict[str, Tensor]) -> tuple[Tensor, dict[str, float]]:
+        losses = aligner_generator_losses(fake["image"], inputs["target"], self.a.loss,
+                                          self.perceptual, self.identity, self.discriminator)
         return losses.total, losses.items()
 
-    def sample_grid(self, inputs: Batch, fake: Tensor, rows: int = 4) -> np.ndarray:
+    def sample_grid(self, inputs: Batch, fake: dict[str, Tensor], rows: int = 4) -> np.ndarray:
         """Rows of: the K sources | target I_T | animated I_A, as uint8 RGB."""
-        n = min(rows, fake.shape[0])
+        animated = fake["image"]
+        n = min(rows, animated.shape[0])
         tiles = torch.cat([inputs["sources"][:n], inputs["target"][:n, None],
-                           fake[:n, None].float()], dim=1)  # [n, K+2, 3, S, S]
+                           animated[:n, None].float()], dim=1)  # [n, K+2, 3, S, S]
         grid = to_unit(tiles).permute(0, 3, 1, 4, 2).flatten(0, 1).flatten(1, 2)
         return (grid.detach().cpu().numpy() * 255).round().astype(np.uint8)
 

@@ -1,6 +1,7 @@
 """One GAN training step and loop, shared by the aligner and the blender.
 
-A task (``GanTask``) says how to turn a batch into inputs, how the generator draws a fake, and
+A task (``GanTask``) says how to turn a batch into inputs, how the generator draws a fake (a
+dict of tensors whose "image" the discriminator judges), how the discriminator sees it, and
 what the generator's losses are; this module does the rest the same way for both: the hinge
 discriminator phase, then the generator phase, each with gradient accumulation over
 micro-batches, bf16 autocast and channels_last on GPU, data-parallel wrapping under torchrun,
@@ -28,6 +29,7 @@ from heser.train.distributed import DistInfo, gather_objects, mean_over_processe
 from heser.train.tracking import Tracker
 
 Batch = dict[str, Any]
+Outputs = dict[str, Tensor]  # the generator's image under "image", plus what its losses need
 
 
 class GanTask(Protocol):
@@ -35,17 +37,18 @@ class GanTask(Protocol):
     discriminator: nn.Module
 
     def prepare(self, batch: Batch, step: int) -> Batch: ...
-    def fake(self, inputs: Batch) -> Tensor: ...
+    def fake(self, inputs: Batch) -> Outputs: ...
     def real(self, inputs: Batch) -> Tensor: ...
-    def generator_loss(self, inputs: Batch, fake: Tensor) -> tuple[Tensor, dict[str, float]]: ...
-    def sample_grid(self, inputs: Batch, fake: Tensor) -> np.ndarray: ...
+    def discriminate(self, inputs: Batch, images: Tensor) -> tuple[Tensor, list[Tensor]]: ...
+    def generator_loss(self, inputs: Batch, fake: Outputs) -> tuple[Tensor, dict[str, float]]: ...
+    def sample_grid(self, inputs: Batch, fake: Outputs) -> np.ndarray: ...
 
 
 @dataclass
 class StepResult:
     losses: dict[str, float]
     inputs: Batch
-    fake: Tensor
+    fake: Outputs
 
 
 def split_batch(batch: Batch, parts: int) -> list[Batch]:
@@ -98,16 +101,16 @@ class GanTrainer:
         for i, inputs in enumerate(micro):
             with self._sync(self.task.discriminator, i == len(micro) - 1), self.autocast:
                 with torch.no_grad():
-                    fake = self.task.fake(inputs)
-                real_logits, _ = self.task.discriminator(self.task.real(inputs))
-                fake_logits, _ = self.task.discriminator(fake)
+                    fake = self.task.fake(inputs)["image"]
+                real_logits, _ = self.task.discriminate(inputs, self.task.real(inputs))
+                fake_logits, _ = self.task.discriminate(inputs, fake)
                 loss = hinge_d(real_logits.float(), fake_logits.float()) / len(micro)
                 loss.backward()
             total += float(loss.detach())
         self.opt_d.step()
         return total
 
-    def _generator_phase(self, micro: list[Batch]) -> tuple[dict[str, float], Tensor]:
+    def _generator_phase(self, micro: list[Batch]) -> tuple[dict[str, float], Outputs]:
         self.opt_g.zero_grad(set_to_none=True)
         sums: dict[str, float] = {}
         for i, inputs in enumerate(micro):
@@ -118,7 +121,7 @@ class GanTrainer:
             for name, value in items.items():
                 sums[name] = sums.get(name, 0.0) + value / len(micro)
         self.opt_g.step()
-        return sums, fake.detach()
+        return sums, {name: value.detach() for name, value in fake.items()}
 
     # -- checkpoints ------------------------------------------------------------------------
 

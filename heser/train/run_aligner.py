@@ -100,4 +100,4 @@ def _write_reports(reports: Path, metrics: dict[str, Any], history: list[dict[st
         with torch.no_grad():
             fake = task.animate(inputs)
         task.aligner.train()
-        save_png(reports / "aligner_samples.png", task.sample_grid(inputs, fake))
+        save_png(reports / "aligner_samples.png", task.sample_grid(inputs, {"image": fake}))
