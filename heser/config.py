@@ -219,6 +219,45 @@ class Aligner(_Strict):
     finetune_steps: int = Field(ge=1)
 
 
+class FpnNet(_Strict):
+    base_channels: int = Field(ge=4)
+    max_channels: int = Field(ge=8)
+    levels: int = Field(ge=1, le=6)
+    out_channels: int = Field(ge=4)
+
+
+class UNetNet(_Strict):
+    base_channels: int = Field(ge=4)
+    max_channels: int = Field(ge=8)
+
+
+class BlenderLoss(_Strict):
+    l1: float = Field(ge=0)
+    perceptual: float = Field(ge=0)
+    cycle: float = Field(ge=0)
+    adversarial: float = Field(ge=0)
+    perceptual_backbone: Literal["auto", "vgg19", "dlib"]
+    vgg19_weights: Path | None
+
+
+class Blender(_Strict):
+    size: int = Field(ge=64, le=1024)
+    tau: float = Field(gt=0)
+    chunk_size: int = Field(ge=16)
+    color_jitter: float = Field(ge=0, le=1)
+    fpn: FpnNet
+    unet: UNetNet
+    discriminator: DiscriminatorNet
+    loss: BlenderLoss
+    train: Train
+
+    @model_validator(mode="after")
+    def _unet_size(self) -> Blender:
+        if self.size % 64:
+            raise ValueError("blender.size must be a multiple of 64 (seven U-net levels)")
+        return self
+
+
 class Config(_Strict):
     profile: str
     profiles: dict[str, dict[str, Any]]
@@ -231,6 +270,7 @@ class Config(_Strict):
     flow: Flow
     ray: RayCluster
     aligner: Aligner
+    blender: Blender
     root: Path = ROOT
 
     def path(self, relative: Path | str) -> Path:

@@ -1,0 +1,141 @@
+"""The Head2Scene Blender as a ``GanTask`` (Sec. 3.2, Appendix B).
+
+Training uses ground-truth frames: I_A and I_T are the same image, so the blender learns to
+recolour a grayscale head from the references and to inpaint the ring around it, with I_T as
+the answer. The features of I_A are taken on a colour-jittered copy C'(I_A) and the references
+drawn from the flipped target F(I_T), so copying pixels in place cannot solve it. A second
+frame I_T' of the same video supervises the correspondence through the cycle of eq. 18-19.
+"""
+
+from __future__ import annotations
+
+import zlib
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from heser.config import Config
+from heser.data.augment import jitter_colors
+from heser.data.masks import fig4_masks
+from heser.losses import feature_l1, hinge_g
+from heser.nets.blender import Head2SceneBlender
+from heser.nets.blender_discriminator import MaskConditionedDiscriminator
+from heser.nets.blocks import to_unit
+from heser.nets.correspondence import region_maps
+from heser.nets.identity import make_identity_encoder
+from heser.nets.perceptual import make_perceptual_net
+from heser.train.aligner import resize
+
+Batch = dict[str, Any]
+LUMA = (0.299, 0.587, 0.114)
+
+
+def resize_labels(labels: Tensor, size: int) -> Tensor:
+    """Nearest resampling of [B, H, W] label maps (labels must not be blended)."""
+    return F.interpolate(labels[:, None].float(), size=(size, size), mode="nearest")[:, 0].long()
+
+
+def grayscale(images: Tensor) -> Tensor:
+    weights = images.new_tensor(LUMA).view(1, 3, 1, 1)
+    return (images * weights).sum(dim=1, keepdim=True)
+
+
+def masked_l1(prediction: Tensor, target: Tensor, valid: Tensor) -> Tensor:
+    """Mean absolute error over the valid positions only (0 when none is valid)."""
+    return ((prediction - target).abs() * valid).sum() / (valid.sum() * 3).clamp(min=1)
+
+
+class BlenderTask:
+    def __init__(self, cfg: Config, device: torch.device):
+        self.cfg, self.b, self.device = cfg, cfg.blender, device
+        # the perceptual fallback reuses the frozen identity network's features
+        identity = make_identity_encoder(cfg.aligner.identity, cfg.root).to(device)
+        self.perceptual, self.perceptual_name = make_perceptual_net(self.b.loss, identity,
+                                                                    cfg.root)
+        self.perceptual.to(device)
+        self.blender = Head2SceneBlender(self.b).to(device)
+        d = self.b.discriminator
+        self.critic = MaskConditionedDiscriminator(self.b.size, d.base_channels,
+                                                   d.max_channels).to(device)
+        self.generator, self.discriminator = self.blender, self.critic
+
+    def _generators(self, keys: list[str], step: int) -> list[torch.Generator]:
+        seed = self.b.train.seed
+        return [torch.Generator().manual_seed(zlib.crc32(f"{seed}:{step}:{key}".encode()))
+                for key in keys]
+
+    def prepare(self, batch: Batch, step: int) -> Batch:
+        size, feat = self.b.size, self.b.size // 4
+        target = resize(batch["target"].to(self.device), size)  # I_T (= I_A in training)
+        labels = resize_labels(batch["target_parse"].to(self.device), size)
+        second = resize(batch["sources"][:, 0].to(self.device), size)  # I_T'
+        labels_second = resize_labels(batch["source_parse"][:, 0].to(self.device), size)
+        masks = fig4_masks(labels, labels, self.cfg.masks.dilation)
+        masks_second = fig4_masks(labels_second, labels_second, self.cfg.masks.dilation)
+        jittered = torch.cat([jitter_colors(target[i:i + 1], g, self.b.color_jitter)
+                              for i, g in enumerate(self._generators(
+                                  list(batch["target_key"]), step))])  # C'(I_A)
+        flipped_inpaint = masks.inpaint_target.flip(-1)[:, 0]  # F(M_T^I)
+        return {
+            "jittered_animated": jittered,
+            "flipped_target": target.flip(-1),  # F(I_T)
+            "regions_animated": region_maps(labels, masks.inpaint_animated[:, 0], (feat, feat)),
+            "regions_target": region_maps(labels.flip(-1), flipped_inpaint, (feat, feat)),
+            "head_mask": masks.head_animated,  # M_A^H
+            "background": target * masks.background,  # I_T^BG
+            "inpaint_mask": masks.inpaint_animated,  # M_A^I
+            "gray_head": grayscale(target) * masks.head_animated,  # I_A^GH
+            "second_target": second,
+            "regions_second": region_maps(labels_second, masks_second.inpaint_target[:, 0],
+                                          (feat, feat)),
+            "target": target,
+        }
+
+    # -- GanTask ----------------------------------------------------------------------------
+
+    def fake(self, inputs: Batch) -> dict[str, Tensor]:
+        return self.generator(**{k: v for k, v in inputs.items() if k != "target"})
+
+    def real(self, inputs: Batch) -> Tensor:
+        return inputs["target"]
+
+    def discriminate(self, inputs: Batch, images: Tensor) -> tuple[Tensor, list[Tensor]]:
+        conditions = torch.cat([inputs["head_mask"], inputs["inpaint_mask"]], dim=1)
+        return self.discriminator(images, conditions)  # D_B, eq. 20-21
+
+    def generator_loss(self, inputs: Batch,
+                       fake: dict[str, Tensor]) -> tuple[Tensor, dict[str, float]]:
+        w, blended, target = self.b.loss, fake["image"], inputs["target"]
+        feat = fake["cycle"].shape[-2:]
+        l1 = F.l1_loss(blended, target)
+        perceptual = feature_l1(self.perceptual(blended), self.perceptual(target))
+        cycle = masked_l1(fake["cycle"], _area(inputs["flipped_target"], feat),
+                          fake["cycle_valid"])  # eq. 9-10
+        if "cycle_second" in fake:  # eq. 18-19
+            cycle = (cycle + masked_l1(fake["cycle_second"], _area(inputs["second_target"], feat),
+                                       fake["cycle_second_valid"])) / 2
+        adversarial = hinge_g(self.discriminate(inputs, blended)[0])
+        total = (w.l1 * l1 + w.perceptual * perceptual + w.cycle * cycle
+                 + w.adversarial * adversarial)
+        items = {"l1": l1, "perceptual": perceptual, "cycle": cycle, "adversarial": adversarial,
+                 "total": total}
+        return total, {k: float(v.detach()) for k, v in items.items()}
+
+    def sample_grid(self, inputs: Batch, fake: dict[str, Tensor], rows: int = 4) -> np.ndarray:
+        """Fig. 9's layout per row: target | animated head (gray) | masks (M_A^H red, M_A^I
+        green) | inpainting reference I^IR | head-colour reference I^HR | result I_B."""
+        n = min(rows, inputs["target"].shape[0])
+        masks = torch.cat([inputs["head_mask"], inputs["inpaint_mask"],
+                           torch.zeros_like(inputs["head_mask"])], dim=1) * 2 - 1
+        tiles = [inputs["target"], inputs["gray_head"].expand(-1, 3, -1, -1), masks,
+                 fake["inpaint_reference"], fake["head_reference"], fake["image"]]
+        grid = torch.stack([t[:n].float() for t in tiles], dim=1)  # [n, 6, 3, S, S]
+        grid = to_unit(grid).permute(0, 3, 1, 4, 2).flatten(0, 1).flatten(1, 2)
+        return (grid.detach().cpu().numpy() * 255).round().astype(np.uint8)
+
+
+def _area(images: Tensor, size: torch.Size) -> Tensor:
+    return F.interpolate(images, size=tuple(size), mode="area")
