@@ -111,7 +111,16 @@ class AlignerTask:
     # -- evaluation -------------------------------------------------------------------------
 
     @torch.no_grad()
-    def reconstruction_metrics(self, batches: list[Batch]) -> dict[str, float]:
+    def preview(self, batch: Batch) -> np.ndarray:
+        """The sample grid of held-out episodes, unaugmented pose path."""
+        inputs = self.prepare(batch, 0, augment=False)
+        self.aligner.eval()
+        grid = self.sample_grid(inputs, {"image": self.animate(inputs)})
+        self.aligner.train()
+        return grid
+
+    @torch.no_grad()
+    def evaluate(self, batches: list[Batch]) -> dict[str, float]:
         """L1, SSIM and identity cosine of I_A against I_T, unaugmented pose path."""
         self.aligner.eval()
         l1, ssim, cosine = [], [], []

@@ -124,6 +124,12 @@ class BlenderTask:
                  "total": total}
         return total, {k: float(v.detach()) for k, v in items.items()}
 
+    def evaluate(self, batches: list[Batch]) -> dict[str, float]:
+        return evaluate_blending(self, batches)
+
+    def preview(self, batch: Batch) -> np.ndarray:
+        return preview_blending(self, batch)
+
     def sample_grid(self, inputs: Batch, fake: dict[str, Tensor], rows: int = 4) -> np.ndarray:
         """Fig. 9's layout per row: target | animated head (gray) | masks (M_A^H red, M_A^I
         green) | inpainting reference I^IR | head-colour reference I^HR | result I_B."""
@@ -139,3 +145,88 @@ class BlenderTask:
 
 def _area(images: Tensor, size: torch.Size) -> Tensor:
     return F.interpolate(images, size=tuple(size), mode="area")
+
+
+# -- evaluation: the blender against Poisson blending and a naive paste ----------------------
+
+def _uint8(image: Tensor) -> np.ndarray:
+    return (to_unit(image).permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
+
+
+def baselines(head: np.ndarray, background: np.ndarray, head_mask: np.ndarray,
+              hole: np.ndarray) -> dict[str, np.ndarray]:
+    """The same colour-shifted head pasted into the target without a blender: the hole (head
+    and ring) is first filled by OpenCV's inpainting, then the head is pasted as it is
+    ("paste") or with OpenCV's Poisson blending, seamlessClone ("poisson")."""
+    import cv2
+
+    filled = cv2.inpaint(background, hole.astype(np.uint8), 5, cv2.INPAINT_TELEA)
+    mask = head_mask.astype(bool)
+    paste = np.where(mask[..., None], head, filled)
+    clone_mask = (mask * 255).astype(np.uint8)
+    clone_mask[[0, -1], :] = 0  # seamlessClone needs the mask off the border
+    clone_mask[:, [0, -1]] = 0
+    ys, xs = np.nonzero(clone_mask)
+    if len(xs) == 0:
+        return {"paste": paste, "poisson": paste}
+    x0, x1, y0, y1 = xs.min(), xs.max(), ys.min(), ys.max()
+    center = (int((x0 + x1 + 1) // 2), int((y0 + y1 + 1) // 2))
+    poisson = cv2.seamlessClone(head, filled, clone_mask, center, cv2.NORMAL_CLONE)
+    return {"paste": paste, "poisson": poisson}
+
+
+def region_scores(result: np.ndarray, target: np.ndarray, mask: np.ndarray) -> tuple[float, float]:
+    """PSNR and SSIM of ``result`` against ``target`` inside ``mask`` (uint8 RGB images): PSNR
+    from the masked mean squared error, SSIM as the mean of scikit-image's SSIM map there."""
+    from skimage.metrics import structural_similarity
+
+    inside = mask.astype(bool)
+    if not inside.any():
+        return float("nan"), float("nan")
+    diff = (result.astype(np.float64) - target.astype(np.float64))[inside]
+    psnr = 10 * np.log10(255.0**2 / max(float((diff**2).mean()), 1e-10))
+    _, ssim_map = structural_similarity(result, target, channel_axis=2, data_range=255,
+                                        full=True)
+    return psnr, float(ssim_map[inside].mean())
+
+
+def evaluate_blending(task: BlenderTask, batches: list[Batch]) -> dict[str, float]:
+    """PSNR / SSIM inside the head (M_A^H) and the ring (M_A^I) against I_T, for the blender,
+    Poisson blending and a naive paste of the same colour-shifted head (the training setting:
+    reconstruct I_T from C'(I_A)); keys ``<method>/<region>_<metric>``."""
+    scores: dict[str, list[float]] = {}
+    task.blender.eval()
+    with torch.no_grad():
+        for batch in batches:
+            inputs = task.prepare(batch, 0)  # step 0: the same colour shift every time
+            blended = task.fake(inputs)["image"]
+            for i in range(blended.shape[0]):
+                _score_item(inputs, blended, i, scores)
+    task.blender.train()
+    return {name: float(np.nanmean(values)) for name, values in sorted(scores.items())}
+
+
+def _score_item(inputs: Batch, blended: Tensor, i: int, scores: dict[str, list[float]]) -> None:
+    target = _uint8(inputs["target"][i])
+    head_mask = inputs["head_mask"][i, 0].cpu().numpy()
+    ring = inputs["inpaint_mask"][i, 0].cpu().numpy()
+    results = {"blender": _uint8(blended[i])}
+    results.update(baselines(_uint8(inputs["jittered_animated"][i]),
+                             _uint8(inputs["background"][i]), head_mask,
+                             np.maximum(head_mask, ring)))
+    for method, image in results.items():
+        for region, mask in (("head", head_mask), ("inpaint", ring)):
+            psnr, ssim = region_scores(image, target, mask)
+            scores.setdefault(f"{method}/{region}_psnr", []).append(psnr)
+            scores.setdefault(f"{method}/{region}_ssim", []).append(ssim)
+
+
+def preview_blending(task: BlenderTask, batch: Batch) -> np.ndarray:
+    """The Fig. 9 grid of held-out pairs, in eval mode."""
+    inputs = task.prepare(batch, 0)
+    task.blender.eval()
+    with torch.no_grad():
+        grid = task.sample_grid(inputs, task.fake(inputs))
+    task.blender.train()
+    return grid
+
