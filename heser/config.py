@@ -165,14 +165,19 @@ class PoseAugment(_Strict):
     color: float = Field(ge=0, le=1)
 
 
-class AlignerLoss(_Strict):
+class PerceptualChoice(_Strict):
+    """Which network's features the perceptual loss compares (heser.nets.perceptual)."""
+
+    perceptual_backbone: Literal["auto", "vgg19", "dlib"]
+    vgg19_weights: Path | None
+
+
+class AlignerLoss(PerceptualChoice):
     l1: float = Field(ge=0)
     perceptual: float = Field(ge=0)
     feature_matching: float = Field(ge=0)
     identity: float = Field(ge=0)
     adversarial: float = Field(ge=0)
-    perceptual_backbone: Literal["auto", "vgg19", "dlib"]
-    vgg19_weights: Path | None
 
 
 class Optim(_Strict):
@@ -231,13 +236,11 @@ class UNetNet(_Strict):
     max_channels: int = Field(ge=8)
 
 
-class BlenderLoss(_Strict):
+class BlenderLoss(PerceptualChoice):
     l1: float = Field(ge=0)
     perceptual: float = Field(ge=0)
     cycle: float = Field(ge=0)
     adversarial: float = Field(ge=0)
-    perceptual_backbone: Literal["auto", "vgg19", "dlib"]
-    vgg19_weights: Path | None
 
 
 class Blender(_Strict):

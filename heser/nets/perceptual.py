@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from heser.config import AlignerLoss, BlenderLoss
+from heser.config import PerceptualChoice
 from heser.nets.blocks import to_unit
 from heser.nets.identity import FrozenIdentity
 
@@ -62,7 +62,7 @@ def _has_torchvision() -> bool:
     return True
 
 
-def make_perceptual_net(cfg: AlignerLoss | BlenderLoss, identity: FrozenIdentity,
+def make_perceptual_net(cfg: PerceptualChoice, identity: FrozenIdentity,
                         root: Path) -> tuple[nn.Module, str]:
     """The extractor and its name; ``vgg19`` without its weights is an error, not a fallback."""
     weights = root / cfg.vgg19_weights if cfg.vgg19_weights else None
