@@ -147,15 +147,15 @@ class ExpressionNet(MotionNet):
     crop: float = Field(gt=0.1, le=1)
 
 
-class GeneratorNet(_Strict):
+class ChannelWidths(_Strict):
+    """A CNN's channel ladder: ``base_channels`` at the finest level, doubling to a cap."""
+
+    base_channels: int = Field(ge=4)
+    max_channels: int = Field(ge=8)
+
+
+class GeneratorNet(ChannelWidths):
     start_size: int = Field(ge=2)
-    base_channels: int = Field(ge=8)
-    max_channels: int = Field(ge=8)
-
-
-class DiscriminatorNet(_Strict):
-    base_channels: int = Field(ge=8)
-    max_channels: int = Field(ge=8)
 
 
 class PoseAugment(_Strict):
@@ -217,23 +217,16 @@ class Aligner(_Strict):
     expression: ExpressionNet
     mlp_hidden: int = Field(ge=8)
     generator: GeneratorNet
-    discriminator: DiscriminatorNet
+    discriminator: ChannelWidths
     augment: PoseAugment
     loss: AlignerLoss
     train: Train
     finetune_steps: int = Field(ge=1)
 
 
-class FpnNet(_Strict):
-    base_channels: int = Field(ge=4)
-    max_channels: int = Field(ge=8)
+class FpnNet(ChannelWidths):
     levels: int = Field(ge=1, le=6)
     out_channels: int = Field(ge=4)
-
-
-class UNetNet(_Strict):
-    base_channels: int = Field(ge=4)
-    max_channels: int = Field(ge=8)
 
 
 class BlenderLoss(PerceptualChoice):
@@ -249,8 +242,8 @@ class Blender(_Strict):
     chunk_size: int = Field(ge=16)
     color_jitter: float = Field(ge=0, le=1)
     fpn: FpnNet
-    unet: UNetNet
-    discriminator: DiscriminatorNet
+    unet: ChannelWidths
+    discriminator: ChannelWidths
     loss: BlenderLoss
     train: Train
 

@@ -25,5 +25,5 @@ def run_stage(name: str, body: Callable[[Config, argparse.Namespace], object],
     try:
         cfg = load_config(args.params, dict(parse_override(s) for s in args.set))
         print(f"{name}: {body(cfg, args)}")
-    except (ConfigError, RuntimeError, OSError) as exc:
+    except (ConfigError, RuntimeError, OSError, ValueError) as exc:  # ours name file and problem
         sys.exit(f"{name}: error: {exc}")

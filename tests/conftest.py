@@ -97,3 +97,14 @@ def write_manifest(path: Path, rows: list[tuple[str, str]], with_sha: bool = Tru
                              local.stat().st_size if with_sha else "", "test"])
         writer.writerows(extra)
     return path
+
+
+def preprocess_sample(cfg: Config, workers: int = 1) -> Path:
+    """The four preprocessing stages on ``cfg``'s manifest (real sample files); the shard dir."""
+    from heser.preprocess.stages import run_crop, run_download, run_parse, run_shard
+
+    run_download(cfg)
+    run_crop(cfg, workers=workers)
+    run_parse(cfg, workers=workers)
+    run_shard(cfg)
+    return cfg.path(cfg.paths.shards)

@@ -19,8 +19,7 @@ from heser.data import kshot
 from heser.data.kshot import KShotEpisodes, plan_videos
 from heser.data.shards import decode_sample, read_tar, tar_writer
 from heser.face.labels import Region
-from heser.preprocess.stages import run_crop, run_download, run_parse, run_shard
-from tests.conftest import make_config, write_manifest
+from tests.conftest import make_config, preprocess_sample, write_manifest
 
 FILES = [
     ("videos/mead_M030_front_happy_level3_001.mp4", "M030"),
@@ -41,11 +40,7 @@ def shard_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "crop.video.max_frames": 6, "shard.max_samples_per_shard": 5,
         "shard.split": {"val": 0.0, "test": 0.0},  # every identity in train
     })
-    run_download(cfg)
-    run_crop(cfg, workers=2)
-    run_parse(cfg, workers=2)
-    run_shard(cfg)
-    return cfg.path(cfg.paths.shards)
+    return preprocess_sample(cfg, workers=2)
 
 
 @pytest.fixture(scope="module")

@@ -29,10 +29,9 @@ from prefect.settings import PREFECT_API_URL
 from prefect.testing.utilities import prefect_test_harness
 
 from heser.data.shards import decode_sample, read_index, read_tar
-from heser.preprocess.stages import run_crop, run_download, run_parse, run_shard
 from heser.rejects import read_rejects
 from pipelines.preprocess import deployment, preprocess
-from tests.conftest import SAMPLE, SHARED, make_config, write_manifest
+from tests.conftest import SAMPLE, SHARED, make_config, preprocess_sample, write_manifest
 
 ROWS = [
     ("videos/lp_d3_woman_brown_hair.mp4", "woman_brown_hair"),
@@ -69,11 +68,7 @@ def stages_out(tmp_path_factory: pytest.TempPathFactory, manifest: Path) -> Path
     tmp = tmp_path_factory.mktemp("stages")
     cfg = make_config(tmp, **COMMON, **{"assets.data_manifest": str(manifest),
                                         "assets.fail_on_error": False})
-    run_download(cfg)
-    run_crop(cfg, workers=1)
-    run_parse(cfg, workers=1)
-    run_shard(cfg)
-    return cfg.path(cfg.paths.shards)
+    return preprocess_sample(cfg)
 
 
 @pytest.fixture(scope="module")

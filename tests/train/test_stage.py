@@ -5,17 +5,18 @@ from __future__ import annotations
 
 import csv
 import json
+import subprocess
+import sys
 
 import pytest
 import torch
 from PIL import Image
 
 from heser.config import Config
-from heser.preprocess.stages import run_crop, run_download, run_parse, run_shard
 from heser.train.aligner import AlignerTask
 from heser.train.blender import BlenderTask
 from heser.train.stage import train_stage
-from tests.conftest import make_config, write_manifest
+from tests.conftest import ROOT, make_config, preprocess_sample, write_manifest
 from tests.train.test_blender_task import TINY as TINY_BLENDER
 from tests.train.test_gan import TINY as TINY_ALIGNER
 
@@ -35,10 +36,7 @@ def cfg(tmp_path_factory: pytest.TempPathFactory) -> Config:
     cfg = make_config(tmp, **{**TINY_ALIGNER, **TINY_BLENDER, **STEPS,
                               "assets.data_manifest": str(manifest),
                               "crop.video.max_frames": 4, "crop.video.stride": 6})
-    run_download(cfg)
-    run_crop(cfg, workers=1)
-    run_parse(cfg, workers=1)
-    run_shard(cfg)
+    preprocess_sample(cfg)
     return cfg
 
 
@@ -70,3 +68,13 @@ def test_blender_stage_compares_with_poisson_and_paste(cfg: Config):
     assert 5 < metrics["final"]["paste/head_psnr"] < 60  # real numbers, not placeholders
     grid = Image.open(cfg.path(cfg.paths.reports) / "blender_samples.png")
     assert grid.width == 6 * cfg.blender.size
+
+
+def test_stage_without_usable_videos_says_why_without_a_traceback(cfg: Config):
+    run = subprocess.run(
+        [sys.executable, "-m", "stages.train_aligner", "--set", "aligner.k=40",
+         "--set", f"paths.shards={cfg.path(cfg.paths.shards)}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert run.returncode != 0
+    assert "train_aligner: error: no video of split 'train'" in run.stderr
+    assert "k=40" in run.stderr and "Traceback" not in run.stderr
