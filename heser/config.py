@@ -254,6 +254,24 @@ class Blender(_Strict):
         return self
 
 
+class Swap(_Strict):
+    device: Literal["auto", "cpu", "cuda"]
+    several_faces: Literal["error", "largest"]
+    feather: float = Field(ge=0, le=0.5)
+    smooth_sigma: float = Field(ge=0)
+    mask_smoothing: float = Field(ge=0, lt=1)
+    crf: int = Field(ge=0, le=51)
+    finetune_cache: Path
+
+
+class Evaluate(_Strict):
+    split: Literal["train", "val", "test"]
+    episodes_per_video: int = Field(ge=1)
+    cross_pairs: int = Field(ge=1)
+    seed: int
+    report_rows: int = Field(ge=1)
+
+
 class Config(_Strict):
     profile: str
     profiles: dict[str, dict[str, Any]]
@@ -267,6 +285,8 @@ class Config(_Strict):
     ray: RayCluster
     aligner: Aligner
     blender: Blender
+    swap: Swap
+    evaluate: Evaluate
     root: Path = ROOT
 
     def path(self, relative: Path | str) -> Path:
