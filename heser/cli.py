@@ -4,8 +4,9 @@
     heser fetch MANIFEST --dest DIR             download a manifest (mirror first, sha256 checked)
     heser contact-sheet SHARD_DIR OUT.png       redraw the contact sheet of a shard directory
     heser finetune --source A.jpg B.jpg ... --out subject.pt   subject-specific aligner tuning
+    heser swap --source A.jpg [B.jpg ...] --target T.jpg|T.mp4 --out OUT.png|OUT.mp4
 
-The pipeline itself runs through DVC (`dvc repro`); later stages add swap and finetune here.
+The pipeline itself runs through DVC (`dvc repro`); swap uses the models it trains.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import yaml
 from heser import __version__, assets
 from heser.config import ConfigError, load_config, parse_override
 from heser.env import configure_tool_state
+from heser.face.types import FaceBackendError
 
 
 def _config(args: argparse.Namespace) -> None:
@@ -60,6 +62,17 @@ def _finetune(args: argparse.Namespace) -> None:
     print(f"fine-tuned {steps} steps on {result['sources']} photos -> {args.out}")
 
 
+def _swap(args: argparse.Namespace) -> None:
+    from heser.swap_media import run_swap
+
+    cfg = load_config(args.params, dict(parse_override(s) for s in args.set))
+    report = run_swap(cfg, [Path(s) for s in args.source], Path(args.target), Path(args.out),
+                      target_face=args.target_face, finetune_steps=args.finetune_steps,
+                      aligner=Path(args.aligner) if args.aligner else None,
+                      blender=Path(args.blender) if args.blender else None)
+    print(report.summary())
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="heser", description="HeSer head swapping pipeline")
     parser.add_argument("--version", action="version", version=f"heser {__version__}")
@@ -83,6 +96,18 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--checkpoint", help="trained aligner (default: paths.models/aligner.pt)")
     tune.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     tune.set_defaults(run=_finetune)
+    swap = sub.add_parser("swap", help="put the source's head onto a target picture or video")
+    swap.add_argument("--source", nargs="+", required=True, help="photos of the person (K >= 1)")
+    swap.add_argument("--target", required=True, help="picture or video to put the head on")
+    swap.add_argument("--out", required=True, help=".png/.jpg for a picture, .mp4 for a video")
+    swap.add_argument("--target-face", type=int, help="which target face, 1 = leftmost "
+                      "(needed when the target has several and swap.several_faces is error)")
+    swap.add_argument("--finetune-steps", type=int, default=0, help="fine-tune the aligner on "
+                      "the sources for N steps first (cached under swap.finetune_cache)")
+    swap.add_argument("--aligner", help="aligner checkpoint (default: paths.models/aligner.pt)")
+    swap.add_argument("--blender", help="blender checkpoint (default: paths.models/blender.pt)")
+    swap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    swap.set_defaults(run=_swap)
     return parser
 
 
@@ -91,5 +116,5 @@ def main(argv: list[str] | None = None) -> None:
     configure_tool_state()
     try:
         args.run(args)
-    except (ConfigError, assets.AssetError, OSError, ValueError) as exc:
+    except (ConfigError, assets.AssetError, FaceBackendError, OSError, ValueError) as exc:
         sys.exit(f"heser {args.command}: error: {exc}")

@@ -122,3 +122,34 @@ def _window_corners(window: CropWindow) -> np.ndarray:
     center = np.array([window.cx, window.cy])
     return np.array([center - x_axis - y_axis, center + x_axis - y_axis,
                      center + x_axis + y_axis, center - x_axis + y_axis])
+
+
+def paste_crop(image: np.ndarray, crop: np.ndarray, alpha: np.ndarray,
+               matrix: np.ndarray) -> np.ndarray:
+    """The inverse of :func:`warp_crop`: blend ``crop`` (SxSx3 uint8) back into a copy of
+    ``image`` through the source->crop ``matrix``, weighted by ``alpha`` (SxS in [0, 1]).
+
+    Only the bounding region of the crop in the image is resampled, so pasting into a 4K frame
+    costs about as much as into the crop; outside the crop the image is untouched.
+    """
+    size = crop.shape[0]
+    corners_crop = np.array([[0, 0], [size, 0], [size, size], [0, size]], dtype=np.float64)
+    inverse = cv2.invertAffineTransform(matrix)
+    corners = corners_crop @ inverse[:, :2].T + inverse[:, 2]
+    h, w = image.shape[:2]
+    x0, y0 = np.maximum(np.floor(corners.min(0)).astype(int) - 1, 0)
+    x1, y1 = np.minimum(np.ceil(corners.max(0)).astype(int) + 1, [w, h])
+    out = image.copy()
+    if x1 <= x0 or y1 <= y0:
+        return out
+    roi_matrix = matrix.copy()  # ROI pixel -> crop pixel
+    roi_matrix[:, 2] = matrix[:, :2] @ np.array([x0, y0]) + matrix[:, 2]
+    flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+    size_roi = (int(x1 - x0), int(y1 - y0))
+    pasted = cv2.warpAffine(crop, roi_matrix, size_roi, flags=flags)
+    weight = cv2.warpAffine(alpha.astype(np.float32), roi_matrix, size_roi, flags=flags,
+                            borderMode=cv2.BORDER_CONSTANT, borderValue=0)[..., None]
+    roi = out[y0:y1, x0:x1].astype(np.float32)
+    out[y0:y1, x0:x1] = (roi + weight * (pasted.astype(np.float32) - roi)).round().astype(
+        np.uint8)
+    return out

@@ -23,10 +23,11 @@ class Head2SceneBlender(nn.Module):
     def forward(self, jittered_animated: Tensor, flipped_target: Tensor, regions_animated: Tensor,
                 regions_target: Tensor, head_mask: Tensor, background: Tensor,
                 inpaint_mask: Tensor, gray_head: Tensor, second_target: Tensor | None = None,
-                regions_second: Tensor | None = None) -> dict[str, Tensor]:
+                regions_second: Tensor | None = None, cycle: bool = True) -> dict[str, Tensor]:
         """Inputs as in Fig. 4: C'(I_A), F(I_T) and their region maps at 1/4 resolution
         (heser.nets.correspondence.region_maps), M_A^H, I_T^BG, M_A^I and I_A^GH. With a second
-        frame I_T' (training), also the cycle through it (eq. 18-19)."""
+        frame I_T' (training), also the cycle through it (eq. 18-19). Inference passes
+        ``cycle=False``: the cycle warps only supervise training."""
         f_a, f_t = self.fpn(jittered_animated), self.fpn(flipped_target)
         reference, _ = color_references(f_a, f_t, regions_animated, regions_target,
                                         flipped_target, self.tau, self.chunk_size)
@@ -35,6 +36,8 @@ class Head2SceneBlender(nn.Module):
         blended = self.unet(blender_input(head_ref, inpaint_ref, head_mask, background,
                                           inpaint_mask, gray_head))  # I_B, eq. 8
         out = {"image": blended, "head_reference": head_ref, "inpaint_reference": inpaint_ref}
+        if not cycle:
+            return out
         out["cycle"], out["cycle_valid"] = cycle_reference(  # F(I_T) -> A -> F(I_T), eq. 9-10
             f_a, f_t, regions_animated, regions_target, flipped_target, self.tau,
             self.chunk_size)
