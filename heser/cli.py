@@ -118,3 +118,7 @@ def main(argv: list[str] | None = None) -> None:
         args.run(args)
     except (ConfigError, assets.AssetError, FaceBackendError, OSError, ValueError) as exc:
         sys.exit(f"heser {args.command}: error: {exc}")
+
+
+if __name__ == "__main__":
+    main()

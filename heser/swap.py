@@ -193,9 +193,9 @@ def paste_alpha(swap: CropSwap, size: int, feather: float) -> np.ndarray:
     radius = dilation_radius(feather, size)
     grown = dilate((changed > 0.5).float()[None, None], radius)[0, 0].cpu().numpy()
     alpha = cv2.GaussianBlur(grown, (0, 0), max(radius, 1) / 2) if radius else grown
-    ramp = np.minimum(np.arange(size) + 0.5, size - np.arange(size) - 0.5)
+    ramp = np.minimum(np.arange(size), size - 1 - np.arange(size))  # 0 on the border
     edge = np.clip(ramp / max(radius, 1), 0, 1)
-    return (alpha * edge[:, None] * edge[None, :]).astype(np.float32)
+    return np.clip(alpha * edge[:, None] * edge[None, :], 0, 1).astype(np.float32)
 
 
 def file_sha256(path: Path) -> str:

@@ -21,6 +21,7 @@ from heser.config import Config
 from heser.data.augment import jitter_colors
 from heser.data.masks import fig4_masks
 from heser.losses import feature_l1, hinge_g
+from heser.metrics import region_scores
 from heser.nets.blender import Head2SceneBlender
 from heser.nets.blender_discriminator import MaskConditionedDiscriminator
 from heser.nets.blocks import to_unit
@@ -173,21 +174,6 @@ def baselines(head: np.ndarray, background: np.ndarray, head_mask: np.ndarray,
     center = (int((x0 + x1 + 1) // 2), int((y0 + y1 + 1) // 2))
     poisson = cv2.seamlessClone(head, filled, clone_mask, center, cv2.NORMAL_CLONE)
     return {"paste": paste, "poisson": poisson}
-
-
-def region_scores(result: np.ndarray, target: np.ndarray, mask: np.ndarray) -> tuple[float, float]:
-    """PSNR and SSIM of ``result`` against ``target`` inside ``mask`` (uint8 RGB images): PSNR
-    from the masked mean squared error, SSIM as the mean of scikit-image's SSIM map there."""
-    from skimage.metrics import structural_similarity
-
-    inside = mask.astype(bool)
-    if not inside.any():
-        return float("nan"), float("nan")
-    diff = (result.astype(np.float64) - target.astype(np.float64))[inside]
-    psnr = 10 * np.log10(255.0**2 / max(float((diff**2).mean()), 1e-10))
-    _, ssim_map = structural_similarity(result, target, channel_axis=2, data_range=255,
-                                        full=True)
-    return psnr, float(ssim_map[inside].mean())
 
 
 def evaluate_blending(task: BlenderTask, batches: list[Batch]) -> dict[str, float]:

@@ -9,6 +9,7 @@ from heser.face.align import (
     CropWindow,
     crop_matrix,
     inside_fraction,
+    paste_crop,
     smooth_windows,
     transform_points,
     warp_crop,
@@ -102,3 +103,22 @@ def test_detection_on_a_huge_frame_is_downscaled_and_mapped_back(face_backend):
     (big,) = detect(face_backend, huge, 4096)
     np.testing.assert_allclose(big.five_points / 10, small.five_points, atol=3)
     assert big.landmarks.shape == small.landmarks.shape
+
+
+def test_paste_crop_inverts_warp_crop_inside_the_window_and_leaves_the_rest():
+    image = read_rgb(PHOTO)
+    window = CropWindow(image.shape[1] / 2, image.shape[0] / 3, 120.0, 0.3)
+    crop, matrix = warp_crop(image, window, 256)
+    inverted = 255 - crop
+    alpha = np.zeros((256, 256), np.float32)
+    alpha[64:192, 64:192] = 1
+    pasted = paste_crop(image, inverted, alpha, matrix)
+    # the window centre now holds the inverted crop, resampled twice (bilinear)
+    cx, cy = int(window.cx), int(window.cy)
+    patch = pasted[cy - 20:cy + 20, cx - 20:cx + 20].astype(int)
+    assert np.abs(patch - (255 - image[cy - 20:cy + 20, cx - 20:cx + 20])).mean() < 12
+    # outside the pasted square nothing moved, and the input was not modified
+    assert np.array_equal(pasted[:40], image[:40]) and np.array_equal(pasted[-40:], image[-40:])
+    assert not np.array_equal(pasted, image)
+    zero = paste_crop(image, inverted, np.zeros_like(alpha), matrix)
+    assert np.array_equal(zero, image)

@@ -1,0 +1,222 @@
+"""Evaluation metrics: image quality, identity, head pose and expression.
+
+- ``psnr`` / ``ssim``: of a result against its target (uint8 RGB), optionally inside a mask.
+- E_ID, ``identity_error``: 1 - cosine similarity of identity embeddings, as in the paper.
+- E_P, ``pose_error_deg``: the paper compares pose vectors; ours is the angle, in degrees, of
+  the relative head rotation between two faces, the rotation that best aligns the rigid 3-D
+  landmarks of one onto the other after removing position and scale (Umeyama). It needs 3-D
+  landmarks (x, y, z in the same pixel units) and is 0 for the same pose whatever the
+  expression, since only points that do not move with the expression enter the fit.
+- E_E, ``expression_error``: landmark-based, in inter-ocular units: the mean distance between
+  the expression-bearing landmarks (brows, eyes, lips) of two faces once the second has been
+  aligned onto the first by a 3-D similarity transform fitted on the rigid points, divided by
+  the first face's outer-eye-corner distance.
+- ``summarize``: mean / median / std of a metric over samples, counting (not averaging in) the
+  nan and inf values of failed detections or empty masks.
+
+Landmark schemes are those of ``heser.face.types.Face``: ``mediapipe468`` and ``ibug68``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from scipy.spatial.transform import Rotation
+from skimage.metrics import structural_similarity
+from skimage.transform import SimilarityTransform
+
+from heser.face.mediapipe import (
+    MESH_LEFT_BROW,
+    MESH_LEFT_EYE,
+    MESH_LIPS_INNER,
+    MESH_LIPS_OUTER,
+    MESH_RIGHT_BROW,
+    MESH_RIGHT_EYE,
+)
+from heser.nets.identity import cosine_distance
+
+# PSNR of a mean squared error of 1e-10: region_scores' value for an exact reconstruction, so
+# that the average over a validation set stays finite.
+MAX_PSNR = 10 * math.log10(255.0**2 / 1e-10)
+
+
+# -- image quality -----------------------------------------------------------------------------
+
+def _inside(mask: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray:
+    return np.ones(shape[:2], bool) if mask is None else np.asarray(mask).astype(bool)
+
+
+def psnr(result: np.ndarray, target: np.ndarray, mask: np.ndarray | None = None) -> float:
+    """Peak signal-to-noise ratio in dB (data range 255) of uint8 RGB images, from the mean
+    squared error inside ``mask`` (HxW, bool or 0/1; the whole image without one). inf for
+    identical pixels, nan for an empty mask."""
+    inside = _inside(mask, result.shape)
+    if not inside.any():
+        return float("nan")
+    diff = result.astype(np.float64)[inside] - target.astype(np.float64)[inside]
+    mse = float((diff**2).mean())
+    return float("inf") if mse == 0 else 10 * math.log10(255.0**2 / mse)
+
+
+def ssim(result: np.ndarray, target: np.ndarray, mask: np.ndarray | None = None) -> float:
+    """Structural similarity of uint8 RGB images (scikit-image, 7x7 windows, per channel):
+    without a mask scikit-image's mean SSIM, with one the mean of the SSIM map inside it (nan
+    for an empty mask). The map at a pixel sees its 7x7 neighbourhood, so pixels up to 3 px
+    outside the mask still count."""
+    inside = _inside(mask, result.shape)
+    if not inside.any():
+        return float("nan")
+    mean, ssim_map = structural_similarity(result, target, channel_axis=2, data_range=255,
+                                           full=True)
+    return float(mean) if mask is None else float(ssim_map[inside].mean())
+
+
+def region_scores(result: np.ndarray, target: np.ndarray, mask: np.ndarray) -> tuple[float, float]:
+    """PSNR and SSIM of ``result`` against ``target`` inside ``mask`` (uint8 RGB images); the
+    PSNR is capped at ``MAX_PSNR``, both are nan for an empty mask."""
+    return float(np.minimum(psnr(result, target, mask), MAX_PSNR)), ssim(result, target, mask)
+
+
+# -- identity ----------------------------------------------------------------------------------
+
+def identity_error(embedding_a: np.ndarray | torch.Tensor,
+                   embedding_b: np.ndarray | torch.Tensor) -> np.ndarray:
+    """E_ID: 1 - cosine similarity of identity embeddings, row by row for [N, D] inputs (a [D]
+    vector counts as one row); 0 for the same direction, 1 orthogonal, 2 opposite. [N]."""
+    a, b = (torch.atleast_2d(torch.as_tensor(e).detach().cpu().double())
+            for e in (embedding_a, embedding_b))
+    return cosine_distance(a, b).numpy()
+
+
+# -- landmarks: head pose and expression -------------------------------------------------------
+
+@dataclass(frozen=True)
+class LandmarkScheme:
+    """Which landmarks of a scheme are rigid (fix the head pose) and which carry expression."""
+
+    n_points: int
+    rigid: tuple[int, ...]
+    expression: tuple[int, ...]
+    outer_eye_corners: tuple[int, int]
+
+
+# Rigid mesh points, chosen on the MEAD sample videos (strong expressions, frontal head): after a
+# similarity fit between frames, each of these moves less on average than the median mesh point
+# (0.017 inter-ocular distances), while the lips move 0.047 and the chin 0.054 (it follows the
+# jaw, so it is left out, as are the brows, the glabella above them and the nose wings). The
+# set spans the face in all three directions (forehead above, nose tip in front, orbit rims to
+# the sides):
+#   forehead: 10, 151 on the midline; 109, 338, 67, 297 either side
+#   nose bridge down to the tip: 168, 6, 197, 195, 5, 4
+#   eye corners, outer and inner: 33, 263, 133, 362
+#   nose sidewalls between the inner eye corners (the most stable points of the mesh):
+#     193, 417, 188, 412, 122, 351, 245, 465
+#   lower orbit rims and cheekbones: 226, 446, 35, 265, 143, 372, 116, 345
+MESH_RIGID: tuple[int, ...] = (
+    10, 151, 109, 338, 67, 297,
+    168, 6, 197, 195, 5, 4,
+    33, 263, 133, 362,
+    193, 417, 188, 412, 122, 351, 245, 465,
+    226, 446, 35, 265, 143, 372, 116, 345,
+)
+MESH_EXPRESSION: tuple[int, ...] = (MESH_RIGHT_BROW + MESH_LEFT_BROW + MESH_RIGHT_EYE
+                                    + MESH_LEFT_EYE + MESH_LIPS_OUTER + MESH_LIPS_INNER)
+# iBUG 68 (0-based): nose 27-35 and the four eye corners, no jaw line; brows 17-26, eyes
+# 36-47, mouth 48-67.
+IBUG_RIGID: tuple[int, ...] = (*range(27, 36), 36, 39, 42, 45)
+IBUG_EXPRESSION: tuple[int, ...] = (*range(17, 27), *range(36, 68))
+
+SCHEMES = {
+    "mediapipe468": LandmarkScheme(468, MESH_RIGID, MESH_EXPRESSION, (33, 263)),
+    "ibug68": LandmarkScheme(68, IBUG_RIGID, IBUG_EXPRESSION, (36, 45)),
+}
+
+
+def landmark_scheme(landmarks: np.ndarray, scheme: str | None = None) -> LandmarkScheme:
+    """The scheme by name, or by the number of points when ``scheme`` is None; checks that the
+    landmarks are 3-D and match it."""
+    points = np.asarray(landmarks)
+    if points.ndim != 2 or points.shape[1] != 3:
+        raise ValueError(f"head pose and expression errors need 3-D landmarks (N, 3: x, y, z); "
+                         f"got shape {points.shape}")
+    if scheme is None:
+        found = [s for s in SCHEMES.values() if s.n_points == len(points)]
+        if not found:
+            raise ValueError(f"no landmark scheme has {len(points)} points; "
+                             f"known: {sorted(SCHEMES)}")
+        return found[0]
+    if scheme not in SCHEMES or SCHEMES[scheme].n_points != len(points):
+        raise ValueError(f"{len(points)} landmarks do not fit scheme {scheme!r}; "
+                         f"known: {sorted(SCHEMES)}")
+    return SCHEMES[scheme]
+
+
+def _align(landmarks_a: np.ndarray, landmarks_b: np.ndarray,
+           scheme: str | None) -> tuple[SimilarityTransform, LandmarkScheme]:
+    """The 3-D similarity transform (Umeyama, proper rotation) taking the rigid points of b
+    onto those of a."""
+    spec = landmark_scheme(landmarks_a, scheme)
+    if landmark_scheme(landmarks_b, scheme) != spec:
+        raise ValueError("the two landmark sets are of different schemes")
+    rigid = list(spec.rigid)
+    a, b = (np.asarray(p, np.float64)[rigid] for p in (landmarks_a, landmarks_b))
+    transform = SimilarityTransform.from_estimate(b, a)
+    if not transform:
+        raise ValueError(f"cannot align the landmarks: {transform}")
+    return transform, spec
+
+
+def head_rotation(landmarks_a: np.ndarray, landmarks_b: np.ndarray,
+                  scheme: str | None = None) -> np.ndarray:
+    """The 3x3 rotation R that best aligns the rigid landmarks of b onto those of a, both
+    centred and scale-normalised: R @ b ~ a (least squares, a proper rotation: det = +1).
+    ``scheme`` None: read off the number of points, as in every landmark metric here."""
+    transform, _ = _align(landmarks_a, landmarks_b, scheme)
+    return transform.params[:3, :3] / transform.scale
+
+
+def pose_error_deg(landmarks_a: np.ndarray, landmarks_b: np.ndarray,
+                   scheme: str | None = None) -> float:
+    """E_P: the angle in degrees of the relative head rotation between two faces (the geodesic
+    distance of their poses; 0 for the same pose), from their rigid 3-D landmarks."""
+    rotation = head_rotation(landmarks_a, landmarks_b, scheme)
+    return math.degrees(Rotation.from_matrix(rotation).magnitude())
+
+
+def euler_angles_deg(rotation: np.ndarray) -> tuple[float, float, float]:
+    """(yaw, pitch, roll) in degrees of a rotation in image axes (x right, y down, z into the
+    image; right-handed): ``rotation = Ry(yaw) @ Rx(pitch) @ Rz(roll)``. Roll is the in-plane
+    angle, positive clockwise on screen."""
+    yaw, pitch, roll = Rotation.from_matrix(rotation).as_euler("YXZ", degrees=True)
+    return float(yaw), float(pitch), float(roll)
+
+
+def expression_error(landmarks_a: np.ndarray, landmarks_b: np.ndarray,
+                     scheme: str | None = None) -> float:
+    """E_E, landmark-based, in inter-ocular units: b is aligned onto a by the 3-D similarity
+    transform fitted on the rigid points, then the mean Euclidean distance over the brow, eye
+    and lip points is divided by the distance between a's outer eye corners."""
+    transform, spec = _align(landmarks_a, landmarks_b, scheme)
+    a = np.asarray(landmarks_a, np.float64)
+    moved = transform(np.asarray(landmarks_b, np.float64)[list(spec.expression)])
+    distance = np.linalg.norm(moved - a[list(spec.expression)], axis=1).mean()
+    left, right = spec.outer_eye_corners
+    return float(distance / np.linalg.norm(a[left] - a[right]))
+
+
+# -- aggregation -------------------------------------------------------------------------------
+
+def summarize(values: list[float]) -> dict[str, float | int]:
+    """mean, median and std (population) of the finite values, their ``count``, and
+    ``dropped``: how many nan / inf values were left out. Stats are nan when none is finite."""
+    array = np.asarray(values, np.float64)
+    finite = array[np.isfinite(array)]
+    if finite.size == 0:
+        mean = median = std = float("nan")
+    else:
+        mean, median, std = float(finite.mean()), float(np.median(finite)), float(finite.std())
+    return {"mean": mean, "median": median, "std": std, "count": int(finite.size),
+            "dropped": int(array.size - finite.size)}

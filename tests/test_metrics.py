@@ -1,0 +1,246 @@
+"""Metrics against known values, on real sample photos and real MediaPipe face-mesh landmarks."""
+
+import math
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from scipy.spatial.transform import Rotation
+from skimage.metrics import structural_similarity
+
+from heser.face.mediapipe import MESH_LIPS_INNER, MESH_LIPS_OUTER
+from heser.metrics import (
+    MAX_PSNR,
+    MESH_EXPRESSION,
+    MESH_RIGID,
+    euler_angles_deg,
+    expression_error,
+    head_rotation,
+    identity_error,
+    pose_error_deg,
+    psnr,
+    region_scores,
+    ssim,
+    summarize,
+)
+from tests.conftest import read_rgb, sample_path
+
+PHOTO = "images/lp_d9jpg_woman_long_hair_yellow.jpg"
+OTHER = "images/lp_d8jpg_man_curly_hair.jpg"
+SIZE = 128
+# Lower lip between the mouth corners, outer and inner contour (mesh indices).
+MESH_LOWER_LIP = MESH_LIPS_OUTER[1:10] + MESH_LIPS_INNER[1:10]
+# An iBUG-68 layout read off the mesh (jaw, brows, nose, eyes, mouth), to give the ibug68
+# scheme a real 3-D face.
+MESH_TO_IBUG68 = (
+    127, 234, 132, 58, 172, 150, 176, 148, 152, 377, 400, 379, 397, 288, 361, 454, 356,
+    70, 63, 105, 66, 107, 336, 296, 334, 293, 300,
+    168, 197, 5, 4, 75, 97, 2, 326, 305,
+    33, 160, 158, 133, 153, 144, 362, 385, 387, 263, 373, 380,
+    61, 39, 37, 0, 267, 269, 291, 405, 314, 17, 84, 181, 78, 82, 13, 312, 308, 317, 14, 87,
+)
+IBUG_LOWER_LIP = (*range(55, 60), 65, 66, 67)
+OPENINGS = (5, 10, 20)  # pixels
+
+
+def _photo(name: str) -> np.ndarray:
+    bgr = cv2.resize(cv2.imread(str(sample_path(name))), (SIZE, SIZE),
+                     interpolation=cv2.INTER_AREA)
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def _box_mask(margin: int) -> np.ndarray:
+    mask = np.zeros((SIZE, SIZE), bool)
+    mask[margin:-margin, margin:-margin] = True
+    return mask
+
+
+# -- psnr / ssim -------------------------------------------------------------------------------
+
+def test_identical_images_score_inf_and_one():
+    image = _photo(PHOTO)
+    assert psnr(image, image.copy()) == math.inf
+    assert ssim(image, image.copy()) == pytest.approx(1.0)
+    assert psnr(image, image.copy(), _box_mask(30)) == math.inf
+    assert ssim(image, image.copy(), _box_mask(30)) == pytest.approx(1.0)
+
+
+def test_psnr_of_a_uniform_offset():
+    target = np.clip(_photo(PHOTO), 0, 245)
+    assert psnr(target + 10, target) == pytest.approx(20 * math.log10(255 / 10))
+
+
+def test_ssim_is_scikit_images_mean_ssim():
+    a, b = _photo(PHOTO), _photo(OTHER)
+    expected = structural_similarity(a, b, channel_axis=2, data_range=255)
+    assert ssim(a, b) == pytest.approx(expected, abs=1e-12)
+    assert 0 < ssim(a, b) < 0.9
+
+
+def test_masked_scores_see_only_the_masked_pixels():
+    target = np.clip(_photo(PHOTO), 0, 245)
+    result = target + 10
+    mask = _box_mask(30)
+    # outside the mask and beyond the 3 px reach of SSIM's 7x7 window: anything
+    far = ~_box_mask(27)
+    scrambled = result.copy()
+    scrambled[far] = _photo(OTHER)[far]
+    assert psnr(result, target, mask) == psnr(scrambled, target, mask)
+    assert psnr(scrambled, target, mask) == pytest.approx(20 * math.log10(255 / 10))
+    assert psnr(scrambled, target) < psnr(scrambled, target, mask)
+    # (equal up to rounding: scikit-image filters the whole image)
+    assert ssim(result, target, mask) == pytest.approx(ssim(scrambled, target, mask), abs=1e-12)
+    _, ssim_map = structural_similarity(scrambled, target, channel_axis=2, data_range=255,
+                                        full=True)
+    assert ssim(scrambled, target, mask) == pytest.approx(ssim_map[mask].mean())
+    assert ssim(scrambled, target) < ssim(scrambled, target, mask)
+
+
+def test_empty_mask_gives_nan():
+    a, b = _photo(PHOTO), _photo(OTHER)
+    empty = np.zeros((SIZE, SIZE), np.uint8)
+    assert math.isnan(psnr(a, b, empty)) and math.isnan(ssim(a, b, empty))
+    assert all(math.isnan(v) for v in region_scores(a, b, empty))
+
+
+def test_region_scores_are_masked_psnr_and_ssim_with_a_finite_cap():
+    a, b = _photo(PHOTO), _photo(OTHER)
+    mask = _box_mask(30).astype(np.uint8)  # 0/1 masks as the blender evaluation passes them
+    assert region_scores(a, b, mask) == (psnr(a, b, mask), ssim(a, b, mask))
+    assert region_scores(a, a.copy(), mask) == (pytest.approx(MAX_PSNR), pytest.approx(1.0))
+    assert abs(MAX_PSNR - 148.13) < 0.01
+
+
+# -- identity ----------------------------------------------------------------------------------
+
+def test_identity_error_is_one_minus_cosine_row_by_row():
+    rng = np.random.default_rng(0)
+    codes = rng.normal(size=(3, 128))
+    other = codes.copy()
+    free = rng.normal(size=128)
+    other[1] = free - free @ codes[1] / (codes[1] @ codes[1]) * codes[1]  # orthogonal
+    other[2] = -3 * codes[2]
+    np.testing.assert_allclose(identity_error(codes, other), [0, 1, 2], atol=1e-12)
+    np.testing.assert_allclose(identity_error(torch.tensor(codes[0]), torch.tensor(codes[0])),
+                               [0], atol=1e-12)
+
+
+# -- head pose ---------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def landmarks(face_backend) -> np.ndarray:
+    """The real 468-point mesh (x, y, z in pixels) of a frontal sample photo."""
+    (face,) = face_backend(read_rgb(PHOTO))
+    assert face.scheme == "mediapipe468"
+    return face.landmarks.astype(np.float64)
+
+
+def _moved(points: np.ndarray, rotation: np.ndarray, scale: float = 1.7,
+           shift: tuple[float, float, float] = (40.0, -25.0, 7.0)) -> np.ndarray:
+    """``points`` turned by ``rotation`` about their centre, scaled and translated."""
+    centre = points.mean(axis=0)
+    return (points - centre) @ rotation.T * scale + centre + np.asarray(shift)
+
+
+def _euler(yaw: float, pitch: float, roll: float) -> np.ndarray:
+    return Rotation.from_euler("YXZ", [yaw, pitch, roll], degrees=True).as_matrix()
+
+
+@pytest.mark.parametrize("angles", [(10, 0, 0), (0, -12, 0), (25, -15, 10)])
+def test_pose_error_is_the_angle_of_a_known_rotation(landmarks, angles):
+    rotation = _euler(*angles)
+    expected = math.degrees(math.acos((np.trace(rotation) - 1) / 2))
+    moved = _moved(landmarks, rotation)
+    assert pose_error_deg(landmarks, moved) == pytest.approx(expected, abs=0.01)
+    # b is aligned onto a: the inverse of the rotation that made b; a onto b gives it back
+    np.testing.assert_allclose(head_rotation(landmarks, moved) @ rotation, np.eye(3), atol=1e-9)
+    assert euler_angles_deg(head_rotation(moved, landmarks)) == pytest.approx(angles, abs=1e-6)
+
+
+def test_same_pose_gives_zero_whatever_the_mouth(landmarks):
+    assert pose_error_deg(landmarks, landmarks.copy()) == pytest.approx(0, abs=1e-6)
+    open_mouth = landmarks.copy()
+    open_mouth[list(MESH_LOWER_LIP), 1] += 20
+    assert pose_error_deg(landmarks, open_mouth) == pytest.approx(0, abs=1e-6)
+
+
+def test_a_photo_rolled_in_the_image_plane_reads_as_roll(face_backend, landmarks):
+    image = read_rgb(PHOTO)
+    h, w = image.shape[:2]
+    matrix = cv2.getRotationMatrix2D((w / 2, h / 2), 20, 1.0)  # 20 degrees anticlockwise
+    (face,) = face_backend(cv2.warpAffine(image, matrix, (w, h),
+                                          borderMode=cv2.BORDER_REFLECT))
+    rolled = face.landmarks.astype(np.float64)
+    assert pose_error_deg(landmarks, rolled) == pytest.approx(20, abs=1.0)
+    yaw, pitch, roll = euler_angles_deg(head_rotation(landmarks, rolled))
+    assert roll == pytest.approx(20, abs=1.0)  # clockwise brings it back
+    assert abs(yaw) < 2 and abs(pitch) < 2
+    # the same face re-detected: landmark noise only
+    assert expression_error(landmarks, rolled, "mediapipe468") < 0.02
+
+
+def test_2d_landmarks_are_refused(landmarks):
+    flat = landmarks[:, :2]
+    with pytest.raises(ValueError, match="3-D landmarks"):
+        pose_error_deg(flat, flat)
+    with pytest.raises(ValueError, match="3-D landmarks"):
+        expression_error(flat, flat, "mediapipe468")
+
+
+def test_unknown_or_mismatched_scheme_is_refused(landmarks):
+    with pytest.raises(ValueError, match="no landmark scheme has 100 points"):
+        pose_error_deg(landmarks[:100], landmarks[:100])
+    with pytest.raises(ValueError, match="do not fit scheme 'ibug68'"):
+        expression_error(landmarks, landmarks, "ibug68")
+
+
+# -- expression --------------------------------------------------------------------------------
+
+def _open_mouth(points: np.ndarray, lower_lip: tuple[int, ...], pixels: float) -> np.ndarray:
+    out = points.copy()
+    out[list(lower_lip), 1] += pixels  # image y points down
+    return out
+
+
+def test_expression_error_ignores_pose_position_and_scale(landmarks):
+    moved = _moved(landmarks, _euler(20, 10, -5), scale=0.6)
+    assert expression_error(landmarks, moved, "mediapipe468") == pytest.approx(0, abs=1e-9)
+
+
+def test_expression_error_of_an_opening_mouth(landmarks):
+    assert not set(MESH_LOWER_LIP) & set(MESH_RIGID)
+    corners_y = landmarks[[61, 291], 1].max()
+    assert (landmarks[list(MESH_LOWER_LIP), 1] > corners_y).all()  # they are the lower lip
+    inter_ocular = np.linalg.norm(landmarks[33] - landmarks[263])
+    errors = [expression_error(landmarks, _open_mouth(landmarks, MESH_LOWER_LIP, d),
+                               "mediapipe468") for d in OPENINGS]
+    # nothing rigid moved, so the fit is the identity: 18 of the 92 points moved by d
+    expected = [18 * d / (len(MESH_EXPRESSION) * inter_ocular) for d in OPENINGS]
+    np.testing.assert_allclose(errors, expected, rtol=1e-9)
+    assert len(MESH_EXPRESSION) == 92
+    # 20 px (a seventh of the eye distance) is well above re-detection noise (< 0.02, above)
+    assert errors[-1] > 0.025
+
+
+def test_ibug68_scheme(landmarks):
+    ibug = landmarks[list(MESH_TO_IBUG68)]
+    rotation = _euler(-8, 14, 3)
+    expected = math.degrees(math.acos((np.trace(rotation) - 1) / 2))
+    assert pose_error_deg(ibug, _moved(ibug, rotation)) == pytest.approx(expected, abs=0.01)
+    assert expression_error(ibug, _moved(ibug, rotation), "ibug68") == pytest.approx(0, abs=1e-9)
+    opened = expression_error(ibug, _open_mouth(ibug, IBUG_LOWER_LIP, 10), "ibug68")
+    inter_ocular = np.linalg.norm(ibug[36] - ibug[45])
+    assert opened == pytest.approx(8 * 10 / (42 * inter_ocular))  # 8 of 42 points moved
+    assert pose_error_deg(ibug, _open_mouth(ibug, IBUG_LOWER_LIP, 10)) == pytest.approx(
+        0, abs=1e-6)
+
+
+# -- aggregation -------------------------------------------------------------------------------
+
+def test_summarize_drops_and_counts_non_finite_values():
+    stats = summarize([1.0, 2.0, math.nan, 3.0, math.inf])
+    assert stats == {"mean": 2.0, "median": 2.0, "std": pytest.approx(math.sqrt(2 / 3)),
+                     "count": 3, "dropped": 2}
+    empty = summarize([math.nan, math.nan])
+    assert empty["count"] == 0 and empty["dropped"] == 2 and math.isnan(empty["mean"])
