@@ -82,8 +82,7 @@ def _load_generator(path: Path, stage: str) -> dict[str, Tensor]:
 
 def to_tensor(crop: np.ndarray, device: torch.device) -> Tensor:
     """uint8 HxWx3 -> [1, 3, H, W] in [-1, 1]."""
-    return torch.from_numpy(np.ascontiguousarray(crop)).to(device).permute(2, 0, 1)[None].float(
-    ) / 127.5 - 1
+    return torch.tensor(crop, device=device).permute(2, 0, 1)[None].float() / 127.5 - 1
 
 
 def to_uint8(image: Tensor) -> np.ndarray:

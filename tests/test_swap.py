@@ -39,6 +39,12 @@ def cfg(tmp_path_factory: pytest.TempPathFactory, weights_dir: Path) -> Config:
         **TINY_ALIGNER, **TINY_BLENDER, "paths.weights": str(weights_dir), "crop.size": 128,
         "swap.device": "cpu", "swap.finetune_cache": str(tmp / "finetune"),
         "aligner.train.batch_size": 2})
+    save_untrained_models(cfg)
+    return cfg
+
+
+def save_untrained_models(cfg: Config) -> None:
+    """Freshly initialised aligner and blender checkpoints where the training stages put them."""
     torch.manual_seed(0)
     models = cfg.path(cfg.paths.models)
     d = cfg.aligner.discriminator
@@ -48,7 +54,6 @@ def cfg(tmp_path_factory: pytest.TempPathFactory, weights_dir: Path) -> Config:
                                        d.max_channels).state_dict()})
     save_checkpoint(models / "blender.pt",
                     {"generator": Head2SceneBlender(cfg.blender).state_dict()})
-    return cfg
 
 
 @pytest.fixture(scope="module")
