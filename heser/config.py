@@ -272,6 +272,71 @@ class Evaluate(_Strict):
     report_rows: int = Field(ge=1)
 
 
+Distribution = Literal["uniform", "loguniform", "choice", "grid"]
+
+
+def _check_distribution(key: str, spec: dict[Distribution, list[Any]]) -> None:
+    """One distribution per parameter, with arguments it can sample from."""
+    if len(spec) != 1:
+        raise ValueError(f"search_space.{key}: give exactly one distribution "
+                         f"(uniform, loguniform, choice or grid), got {sorted(spec) or 'none'}")
+    (name, args), = spec.items()
+    if name in ("choice", "grid"):
+        if not args:
+            raise ValueError(f"search_space.{key}: {name} needs at least one value")
+        return
+    if len(args) != 2 or not all(isinstance(a, int | float) and not isinstance(a, bool)
+                                 for a in args):
+        raise ValueError(f"search_space.{key}: {name} needs [low, high], got {args}")
+    low, high = args
+    if not low < high or (name == "loguniform" and low <= 0):
+        raise ValueError(f"search_space.{key}: {name} needs "
+                         f"{'0 < ' if name == 'loguniform' else ''}low < high, got {args}")
+
+
+class TuneModel(_Strict):
+    """The Ray Tune sweep of one model (pipelines/tune.py): its budget, objective and space."""
+
+    num_samples: int = Field(ge=1)
+    steps: int = Field(ge=1)
+    report_every: int = Field(ge=1)
+    metric: list[str] = Field(min_length=1)
+    mode: Literal["min", "max"]
+    overrides: dict[str, Any]
+    search_space: dict[str, dict[Distribution, list[Any]]] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TuneModel:
+        if self.steps % self.report_every:
+            raise ValueError(f"steps ({self.steps}) must be a multiple of report_every "
+                             f"({self.report_every}): ASHA's rungs are counted in reports")
+        for key, spec in self.search_space.items():
+            _check_distribution(key, spec)
+        return self
+
+
+class TuneScheduler(_Strict):
+    name: Literal["asha", "fifo"]
+    grace_period: int = Field(ge=1)
+    reduction_factor: float = Field(gt=1)
+
+
+class TuneResources(_Strict):
+    cpu: float = Field(gt=0)
+    gpu: float = Field(ge=0)
+
+
+class Tune(_Strict):
+    storage: Path
+    seed: int
+    max_concurrent: int = Field(ge=0)
+    max_failures: int = Field(ge=0)
+    resources: TuneResources
+    scheduler: TuneScheduler
+    aligner: TuneModel
+    blender: TuneModel
+
+
 class Config(_Strict):
     profile: str
     profiles: dict[str, dict[str, Any]]
@@ -287,6 +352,7 @@ class Config(_Strict):
     blender: Blender
     swap: Swap
     evaluate: Evaluate
+    tune: Tune
     root: Path = ROOT
 
     def path(self, relative: Path | str) -> Path:
@@ -295,7 +361,7 @@ class Config(_Strict):
         return relative if relative.is_absolute() else self.root / relative
 
 
-def _set_dotted(tree: dict[str, Any], key: str, value: Any, origin: str) -> None:
+def set_dotted(tree: dict[str, Any], key: str, value: Any, origin: str) -> None:
     node = tree
     *parents, leaf = key.split(".")
     for part in parents:
@@ -334,10 +400,10 @@ def load_config(
         raise ConfigError(f"{path}: profile {profile!r} is not in profiles ({sorted(profiles)})")
     tree["profile"] = profile
     for key, value in (profiles[profile] or {}).items():
-        _set_dotted(tree, key, value, f"{path}: profiles.{profile}")
+        set_dotted(tree, key, value, f"{path}: profiles.{profile}")
     for key, value in (overrides or {}).items():
         if key != "profile":
-            _set_dotted(tree, key, value, "override")
+            set_dotted(tree, key, value, "override")
     tree["root"] = path.resolve().parent
     try:
         return Config.model_validate(tree)

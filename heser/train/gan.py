@@ -11,7 +11,7 @@ checkpoints with exact resume, MLflow logging and a progress bar.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -161,9 +161,12 @@ def batches_from(loader_for_epoch, start_epoch: int, skip: int) -> Iterator[tupl
 
 
 def fit(trainer: GanTrainer, loader_for_epoch, tracker: Tracker, checkpoint: Path,
-        history: list[dict[str, float]] | None = None, evaluate=None) -> dict[str, float]:
+        history: list[dict[str, float]] | None = None, evaluate=None,
+        on_evaluate: Callable[[int, dict[str, float]], None] | None = None) -> dict[str, float]:
     """Train to ``train.steps``, resuming from ``checkpoint`` if it exists; every logged loss
-    row is appended to ``history`` (for the stage's plots)."""
+    row is appended to ``history`` (for the stage's plots). ``evaluate`` runs after each
+    checkpoint; ``on_evaluate(step, metrics)`` then sees its metrics with that checkpoint saved
+    (a sweep reports both to Ray Tune, whose scheduler may stop the run there)."""
     cfg, main = trainer.cfg, trainer.dist.is_main
     data = {"epoch": 0, "batch": 0}
     history = [] if history is None else history
@@ -191,7 +194,10 @@ def fit(trainer: GanTrainer, loader_for_epoch, tracker: Tracker, checkpoint: Pat
             if main:
                 save_checkpoint(checkpoint, trainer.state_dict(positions, history))
             if evaluate is not None:
-                tracker.metrics({f"val/{k}": v for k, v in evaluate().items()}, step)
+                metrics = evaluate()
+                tracker.metrics({f"val/{k}": v for k, v in metrics.items()}, step)
+                if on_evaluate is not None:
+                    on_evaluate(step, metrics)
         bar.update()
     bar.close()
     return last

@@ -12,9 +12,11 @@ import json
 import math
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
@@ -41,13 +43,27 @@ def eval_batches(cfg: Config, k: int, train: Train, batch_size: int) -> list[dic
     return batches
 
 
+@dataclass(frozen=True)
+class Evaluation:
+    """One held-out evaluation during training, taken right after that step's checkpoint was
+    saved: what a stage's ``on_evaluate`` hook receives (a Ray Tune trial reports it)."""
+
+    step: int
+    metrics: dict[str, float]  # the task's held-out metrics
+    losses: dict[str, float]  # the latest logged training losses
+    preview: np.ndarray  # the task's sample grid of held-out episodes
+
+
 def train_stage(cfg: Config, name: str, make_task: Callable[[Config, torch.device], GanTask],
                 train: Train, k: int, checkpoint: Path, reports: Path,
-                params: dict[str, Any]) -> dict[str, Any]:
+                params: dict[str, Any], track: bool = True,
+                on_evaluate: Callable[[Evaluation], None] | None = None) -> dict[str, Any]:
     """Train ``make_task``'s networks on K-shot episodes of the train split; write
     ``<name>.json`` (metrics before/after), ``<name>_losses.csv`` and ``<name>_samples.png``.
 
-    The task also provides ``evaluate(batches) -> dict`` and ``preview(batch) -> image``."""
+    The task also provides ``evaluate(batches) -> dict`` and ``preview(batch) -> image``.
+    ``track=False``: no MLflow run of its own (a sweep's driver logs its trials);
+    ``on_evaluate`` gets each held-out evaluation on the main process."""
     dist = init_distributed()
     try:
         torch.manual_seed(train.seed)  # the same initial weights in every process and rerun
@@ -65,12 +81,19 @@ def train_stage(cfg: Config, name: str, make_task: Callable[[Config, torch.devic
         tracker = Tracker(f"heser-{name}", f"train_{name}",
                           {**params, "world_size": dist.world_size,
                            "perceptual": task.perceptual_name,
-                           "skipped_videos": len(dataset.skipped)}, dist.is_main)
+                           "skipped_videos": len(dataset.skipped)}, dist.is_main and track)
         before = task.evaluate(held_out) if dist.is_main else {}
         start, start_step = time.perf_counter(), trainer.step
         history: list[dict[str, float]] = []
+
+        def evaluated(step: int, values: dict[str, float]) -> None:
+            losses = {key: v for key, v in (history[-1] if history else {}).items()
+                      if key != "step"}
+            on_evaluate(Evaluation(step, values, losses, task.preview(held_out[0])))
+
         fit(trainer, loader_for_epoch, tracker, checkpoint, history=history,
-            evaluate=(lambda: task.evaluate(held_out)) if dist.is_main else None)
+            evaluate=(lambda: task.evaluate(held_out)) if dist.is_main else None,
+            on_evaluate=evaluated if on_evaluate is not None else None)
         seconds = time.perf_counter() - start
         if not dist.is_main:
             return {"rank": dist.rank, "steps": trainer.step}  # the main process reports
