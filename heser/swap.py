@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from heser.assets import sha256_file
 from heser.config import Config
 from heser.data.augment import central_crop
 from heser.data.masks import Fig4Masks, dilate, dilation_radius, fig4_masks
@@ -197,19 +198,11 @@ def paste_alpha(swap: CropSwap, size: int, feather: float) -> np.ndarray:
     return np.clip(alpha * edge[:, None] * edge[None, :], 0, 1).astype(np.float32)
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def finetune_key(cfg: Config, sources: list[Path], checkpoint: Path, steps: int) -> str:
     """Cache key of a subject fine-tune: the photos' bytes, the base model, N and the params
     that shape the result."""
-    parts = {"sources": sorted(file_sha256(p) for p in sources),
-             "checkpoint": file_sha256(checkpoint), "steps": steps,
+    parts = {"sources": sorted(sha256_file(p) for p in sources),
+             "checkpoint": sha256_file(checkpoint), "steps": steps,
              "aligner": cfg.aligner.model_dump(mode="json"), "crop": cfg.crop.model_dump(
                  mode="json")}
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:20]

@@ -10,7 +10,6 @@ keys (``cp.resnet.layer1.0.conv1.weight``, ``cp.arm16.conv_atten.weight``,
 
 from __future__ import annotations
 
-import hashlib
 import pickle
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from heser.assets import sha256_file
 from heser.face.labels import lookup_table
 from heser.face.types import FaceBackendError
 
@@ -268,14 +268,6 @@ def load_bisenet(checkpoint: Path, device: str = "cpu", n_classes: int = 19) -> 
     return model.to(device).eval()
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 # --------------------------------------------------------------------------- the parser
 
 
@@ -293,7 +285,7 @@ class BiSeNetParser:
         if len(self.lut) != self.model.n_classes:
             raise FaceBackendError(f"label table bisenet19 has {len(self.lut)} classes, "
                                    f"the network {self.model.n_classes}")
-        self.version = f"bisenet19-{_sha256(self.checkpoint)[:12]}"
+        self.version = f"bisenet19-{sha256_file(self.checkpoint)[:12]}"
         self._mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
         self._std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
 
