@@ -176,21 +176,22 @@ def evaluate_pair(swapper: Swapper, judge: Judge, pair: Pair,
         reference = source_identity
     row["reenact/identity_error"] = 1 - _identity_similarity(judge, animated, reference)
     if not pair.same_video:
-        swap_row, swap_pictures = _head_swap(swapper, judge, sources, target, source_identity)
+        swap_row, swap_pictures = _head_swap(swapper, judge, code, sources, target,
+                                             source_identity)
         row.update(swap_row)
         pictures.update(swap_pictures)
     return row, pictures
 
 
-def _head_swap(swapper: Swapper, judge: Judge, sources: list[Sample], target: Sample,
-               source_identity: np.ndarray) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+def _head_swap(swapper: Swapper, judge: Judge, code: torch.Tensor, sources: list[Sample],
+               target: Sample, source_identity: np.ndarray
+               ) -> tuple[dict[str, float], dict[str, np.ndarray]]:
     """I_B composited into the target crop exactly as `heser swap` pastes it (so the numbers
     describe what users get), against the Poisson baseline, both at the crop size."""
     cfg = swapper.cfg
     landmarks = judge.landmarks(target.image)
     if landmarks is None:
         return {"swap/face_found": 0.0}, {}
-    code = swapper.source_code([s.image for s in sources])
     swap = swapper.swap_crop(code, target.image, target.labels, *landmarks)
     size = target.image.shape[0]
     alpha = paste_alpha(swap, size, cfg.swap.feather)[..., None]
