@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from heser import __version__
 from heser.config import Config
-from heser.data.media import MediaError, is_video, read_image
+from heser.data.media import check_file, is_video, read_image
 from heser.data.video_io import VideoWriter, probe_video, read_frames, save_image
 from heser.face.align import (
     CropWindow,
@@ -218,8 +218,7 @@ def run_swap(cfg: Config, sources: list[Path], target: Path, out: Path,
         raise SwapError("give at least one source photo")
     check_output(target, out)
     for path in [*sources, target]:
-        if not path.is_file():
-            raise MediaError(f"{path}: file not found")
+        check_file(path)
     started = time.perf_counter()
     report = SwapReport(out)
     swapper = Swapper(cfg, aligner, blender)

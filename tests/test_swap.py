@@ -20,7 +20,7 @@ from heser.nets.aligner import Head2HeadAligner
 from heser.nets.blender import Head2SceneBlender
 from heser.nets.discriminator import Discriminator
 from heser.swap import SwapError, Swapper, paste_alpha, to_tensor
-from heser.swap_media import run_swap
+from heser.swap_media import pick_target_face, run_swap
 from heser.train.checkpoint import save_checkpoint
 from tests.conftest import ROOT, make_config, sample_path
 from tests.train.test_blender_task import TINY as TINY_BLENDER
@@ -111,6 +111,8 @@ def test_sources_without_a_face_and_unreadable_targets_are_named(cfg: Config, tm
         run_swap(cfg, [wall], sample_path(TARGET), tmp_path / "out.png")
     with pytest.raises(SwapError, match="wall.png: no face found in the target"):
         run_swap(cfg, [sample_path(SOURCE)], wall, tmp_path / "out.png")
+    with pytest.raises(MediaError, match="missing.jpg: file not found"):
+        run_swap(cfg, [tmp_path / "missing.jpg"], sample_path(TARGET), tmp_path / "out.png")
     broken = tmp_path / "broken.jpg"
     broken.write_text("not an image")
     with pytest.raises(MediaError, match="broken.jpg: not a readable image"):
@@ -129,6 +131,10 @@ def test_several_target_faces_need_a_choice(cfg: Config, tmp_path: Path):
         run_swap(cfg, [sample_path(SOURCE)], pair, tmp_path / "out.png")
     with pytest.raises(SwapError, match="--target-face 3, but the target has 2 face"):
         run_swap(cfg, [sample_path(SOURCE)], pair, tmp_path / "out.png", target_face=3)
+    faces = Swapper(cfg).backend(np.hstack([left, right]))
+    largest = max(faces, key=lambda f: f.area)
+    assert pick_target_face(faces, pair, "largest", None) is largest
+    assert pick_target_face(faces, pair, "error", 1).box[0] < 256  # 1 = leftmost
     run_swap(cfg, [sample_path(SOURCE)], pair, tmp_path / "out.png", target_face=2)
     result = np.asarray(Image.open(tmp_path / "out.png").convert("RGB")).astype(int)
     assert np.array_equal(result[:, :200], left[:, :200])  # the left face is untouched

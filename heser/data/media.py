@@ -31,7 +31,8 @@ def is_video(path: Path) -> bool:
     return Path(path).suffix.lower() in VIDEO_SUFFIXES
 
 
-def _check_file(path: Path) -> None:
+def check_file(path: Path) -> None:
+    """MediaError for a missing or zero-byte file, before any decoder sees it."""
     if not path.exists():
         raise MediaError(f"{path}: file not found")
     if path.stat().st_size == 0:
@@ -41,7 +42,7 @@ def _check_file(path: Path) -> None:
 def read_image(path: Path, min_side: int) -> tuple[np.ndarray, list[str]]:
     """RGB uint8 image plus notes on the conversions applied (grayscale, alpha, 16-bit...)."""
     path = Path(path)
-    _check_file(path)
+    check_file(path)
     data = np.fromfile(path, dtype=np.uint8)
     image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
     if image is None:
@@ -90,7 +91,7 @@ class VideoReader:
 
     def __init__(self, path: Path, min_side: int = 1) -> None:
         self.path = Path(path)
-        _check_file(self.path)
+        check_file(self.path)
         capture = cv2.VideoCapture(str(self.path))
         if not capture.isOpened():
             raise MediaError(f"{self.path}: not a readable video "

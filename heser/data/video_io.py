@@ -41,7 +41,7 @@ import numpy as np
 from PIL import ExifTags, Image
 
 import heser
-from heser.data.media import MediaError, _check_file
+from heser.data.media import MediaError, check_file
 from heser.io import IPTC_SOURCE_TYPE, atomic_path, png_bytes
 
 SYNTHETIC_SOURCE_TYPE = IPTC_SOURCE_TYPE + "algorithmicMedia"
@@ -85,7 +85,7 @@ def _av_errors(path: Path, problem: str) -> Iterator[None]:
 
 
 def _open_video(path: Path) -> av.container.InputContainer:
-    _check_file(path)
+    check_file(path)
     with _av_errors(path, "not a readable video"):
         container = av.open(str(path))
     try:
@@ -389,7 +389,7 @@ def read_metadata(path: Path) -> dict[str, str]:
     JPEG's EXIF (by tag name) and XMP properties (``heser:<key>`` for heser's namespace, the bare
     property name for others, e.g. ``DigitalSourceType``)."""
     path = Path(path)
-    _check_file(path)
+    check_file(path)
     if path.suffix.lower() in IMAGE_SUFFIXES:
         return _image_metadata(path)
     with _av_errors(path, "cannot read the metadata"), av.open(str(path)) as container:
