@@ -39,9 +39,9 @@ from heser.config import Config
 from heser.data.kshot import plan_videos
 from heser.data.masks import dilate, dilation_radius, head_mask
 from heser.data.shards import INDEX_NAME, decode_sample, read_index, read_tar
+from heser.imaging import from_uint8, resize, to_uint8
 from heser.io import atomic_path, png_bytes
-from heser.swap import Swapper, paste_alpha, to_tensor, to_uint8
-from heser.train.aligner import resize
+from heser.swap import Swapper, paste_alpha
 from heser.train.blender import baselines
 from heser.train.tracking import Tracker
 
@@ -123,7 +123,7 @@ class Judge:
 
     @torch.no_grad()
     def identity(self, images: list[np.ndarray]) -> np.ndarray:
-        batch = torch.cat([to_tensor(image, self.swapper.device) for image in images])
+        batch = torch.cat([from_uint8(image)[None].to(self.swapper.device) for image in images])
         return self.swapper.identity(batch).cpu().numpy()
 
     def landmarks(self, image: np.ndarray) -> tuple[np.ndarray, str] | None:
@@ -164,7 +164,7 @@ def evaluate_pair(swapper: Swapper, judge: Judge, pair: Pair,
     target = samples[pair.target_key]
     code = swapper.source_code([s.image for s in sources])
     source_identity = judge.identity([s.image for s in sources]).mean(0)
-    animated = to_uint8(swapper.animate(code, to_tensor(target.image, swapper.device)))
+    animated = to_uint8(swapper.animate(code, from_uint8(target.image)[None].to(swapper.device)))
     small_target = _resized(target.image, animated.shape[0])
     row = {f"reenact/{k}": v for k, v in judge.motion(animated, target.image).items()}
     pictures = {"sources": sources[0].image, "target": target.image, "animated": animated}

@@ -28,13 +28,11 @@ from heser.data.augment import central_crop
 from heser.data.masks import Fig4Masks, dilate, dilation_radius, fig4_masks
 from heser.face.backends import make_face_backend, make_parser
 from heser.face.types import Face
+from heser.imaging import from_uint8, grayscale, resize, resize_labels, to_uint8
 from heser.nets.aligner import Head2HeadAligner
 from heser.nets.blender import Head2SceneBlender
-from heser.nets.blocks import to_unit
 from heser.nets.correspondence import region_maps
 from heser.nets.identity import make_identity_encoder
-from heser.train.aligner import resize
-from heser.train.blender import grayscale, resize_labels
 from heser.train.checkpoint import load_checkpoint
 
 
@@ -81,17 +79,6 @@ def _load_generator(path: Path, stage: str) -> dict[str, Tensor]:
     return state["generator"]
 
 
-def to_tensor(crop: np.ndarray, device: torch.device) -> Tensor:
-    """uint8 HxWx3 -> [1, 3, H, W] in [-1, 1]."""
-    return torch.tensor(crop, device=device).permute(2, 0, 1)[None].float() / 127.5 - 1
-
-
-def to_uint8(image: Tensor) -> np.ndarray:
-    """[1, 3, H, W] (or [3, H, W]) in [-1, 1] -> uint8 HxWx3."""
-    image = image[0] if image.ndim == 4 else image
-    return (to_unit(image.float()).permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
-
-
 class Swapper:
     """The trained aligner and blender plus the face backend and parser, in eval mode."""
 
@@ -121,7 +108,7 @@ class Swapper:
     @torch.no_grad()
     def source_code(self, crops: list[np.ndarray]) -> Tensor:
         """[e_por, e_id] of the K source crops, averaged (eq. 1): [1, D]."""
-        sources = torch.cat([to_tensor(crop, self.device) for crop in crops])
+        sources = torch.cat([from_uint8(crop)[None].to(self.device) for crop in crops])
         identity_codes = self.identity(sources)[None]  # [1, K, D_id]
         size = self.cfg.aligner.size
         return self.aligner.source_code(resize(sources, size)[None], identity_codes)
@@ -152,7 +139,7 @@ class Swapper:
                   target_landmarks: np.ndarray, scheme: str) -> CropSwap:
         """I_B for one aligned target crop (uint8 at crop.size) and its label map."""
         size = target_crop.shape[0]
-        target = to_tensor(target_crop, self.device)
+        target = from_uint8(target_crop)[None].to(self.device)
         animated = resize(self.animate(code, target), size)  # I_A at the crop size
         animated_labels, parsed = self.parse_animated(to_uint8(animated),
                                                       (target_landmarks, scheme))

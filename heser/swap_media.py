@@ -31,9 +31,9 @@ from heser.face.align import (
     window_from_points,
 )
 from heser.face.types import Face
+from heser.imaging import resize, to_uint8
 from heser.preprocess.crop import choose_face, detect
-from heser.swap import SwapError, Swapper, finetuned_aligner, paste_alpha, to_uint8
-from heser.train.aligner import resize
+from heser.swap import SwapError, Swapper, finetuned_aligner, paste_alpha
 from heser.train.checkpoint import load_checkpoint
 
 IMAGE_OUTPUTS = (".png", ".jpg", ".jpeg")

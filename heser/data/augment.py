@@ -17,8 +17,10 @@ import math
 import torch
 import torch.nn.functional as F
 
+from heser.imaging import LUMA
+
 # ITU-R BT.601 luma and the YIQ chroma axes: hue is a rotation of the (I, Q) plane.
-_RGB_TO_YIQ = torch.tensor([[0.299, 0.587, 0.114],
+_RGB_TO_YIQ = torch.tensor([LUMA,
                             [0.596, -0.274, -0.322],
                             [0.211, -0.523, 0.312]])
 _YIQ_TO_RGB = torch.linalg.inv(_RGB_TO_YIQ)

@@ -31,6 +31,7 @@ import torch.distributed as dist
 from torch.utils.data import IterableDataset, get_worker_info
 
 from heser.data.shards import INDEX_NAME, read_index, read_tar
+from heser.imaging import from_uint8
 from heser.io import decode_png
 
 T = TypeVar("T")
@@ -99,8 +100,7 @@ def _resolve_rank(rank: int | None, world_size: int | None) -> tuple[int, int]:
 
 def _image(sample: dict[str, bytes]) -> torch.Tensor:
     """PNG crop -> float32 [3, H, W] in [-1, 1]."""
-    rgb = torch.tensor(decode_png(sample["img.png"]))  # copies: decode_png is read-only
-    return rgb.permute(2, 0, 1).float().div(127.5).sub(1.0)
+    return from_uint8(decode_png(sample["img.png"]))
 
 
 class KShotEpisodes(IterableDataset):

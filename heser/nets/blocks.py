@@ -115,12 +115,3 @@ def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters() if p.requires_grad)
 
 
-def to_unit(images: Tensor) -> Tensor:
-    """[-1, 1] network images -> [0, 1]."""
-    return (images.clamp(-1, 1) + 1) / 2
-
-
-def to_255(images: Tensor) -> Tensor:
-    """[-1, 1] network images -> [0, 255] float, the input range of dlib's face network."""
-    return to_unit(images) * 255.0
-

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from heser.config import IdentityNet
 from heser.data.augment import central_crop
-from heser.nets.blocks import to_255
+from heser.imaging import to_255
 
 
 class FrozenIdentity(nn.Module):

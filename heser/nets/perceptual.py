@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from heser.config import PerceptualChoice
-from heser.nets.blocks import to_unit
+from heser.imaging import to_unit
 from heser.nets.identity import FrozenIdentity
 
 # relu1_2, relu2_2, relu3_4, relu4_4, relu5_4 in torchvision's vgg19().features

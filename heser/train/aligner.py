@@ -8,27 +8,19 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from skimage.metrics import structural_similarity
 from torch import Tensor
 
 from heser.config import Config
 from heser.data.augment import central_crop, pose_augment
+from heser.imaging import resize, tile_grid, to_unit
 from heser.losses import aligner_generator_losses
 from heser.nets.aligner import Head2HeadAligner
-from heser.nets.blocks import to_unit
 from heser.nets.discriminator import Discriminator
 from heser.nets.identity import cosine_distance, make_identity_encoder
 from heser.nets.perceptual import make_perceptual_net
 
 Batch = dict[str, Any]
-
-
-def resize(images: Tensor, size: int) -> Tensor:
-    if images.shape[-1] == size:
-        return images
-    return F.interpolate(images, size=(size, size), mode="bilinear", antialias=True,
-                         align_corners=False)
 
 
 class AlignerTask:
@@ -103,10 +95,7 @@ class AlignerTask:
         """Rows of: the K sources | target I_T | animated I_A, as uint8 RGB."""
         animated = fake["image"]
         n = min(rows, animated.shape[0])
-        tiles = torch.cat([inputs["sources"][:n], inputs["target"][:n, None],
-                           animated[:n, None].float()], dim=1)  # [n, K+2, 3, S, S]
-        grid = to_unit(tiles).permute(0, 3, 1, 4, 2).flatten(0, 1).flatten(1, 2)
-        return (grid.detach().cpu().numpy() * 255).round().astype(np.uint8)
+        return tile_grid([*inputs["sources"].unbind(1), inputs["target"], animated], n)
 
     # -- evaluation -------------------------------------------------------------------------
 

@@ -20,30 +20,16 @@ from torch import Tensor
 from heser.config import Config
 from heser.data.augment import jitter_colors
 from heser.data.masks import fig4_masks
+from heser.imaging import grayscale, resize, resize_labels, tile_grid, to_uint8
 from heser.losses import feature_l1, hinge_g
 from heser.metrics import region_scores
 from heser.nets.blender import Head2SceneBlender
 from heser.nets.blender_discriminator import MaskConditionedDiscriminator
-from heser.nets.blocks import to_unit
 from heser.nets.correspondence import region_maps
 from heser.nets.identity import make_identity_encoder
 from heser.nets.perceptual import make_perceptual_net
-from heser.train.aligner import resize
 
 Batch = dict[str, Any]
-LUMA = (0.299, 0.587, 0.114)
-
-
-def resize_labels(labels: Tensor, size: int) -> Tensor:
-    """Nearest resampling of [B, H, W] label maps (labels must not be blended)."""
-    return F.interpolate(labels[:, None].float(), size=(size, size), mode="nearest")[:, 0].long()
-
-
-def grayscale(images: Tensor) -> Tensor:
-    weights = images.new_tensor(LUMA).view(1, 3, 1, 1)
-    return (images * weights).sum(dim=1, keepdim=True)
-
-
 def masked_l1(prediction: Tensor, target: Tensor, valid: Tensor) -> Tensor:
     """Mean absolute error over the valid positions only (0 when none is valid)."""
     return ((prediction - target).abs() * valid).sum() / (valid.sum() * 3).clamp(min=1)
@@ -139,9 +125,7 @@ class BlenderTask:
                            torch.zeros_like(inputs["head_mask"])], dim=1) * 2 - 1
         tiles = [inputs["target"], inputs["gray_head"].expand(-1, 3, -1, -1), masks,
                  fake["inpaint_reference"], fake["head_reference"], fake["image"]]
-        grid = torch.stack([t[:n].float() for t in tiles], dim=1)  # [n, 6, 3, S, S]
-        grid = to_unit(grid).permute(0, 3, 1, 4, 2).flatten(0, 1).flatten(1, 2)
-        return (grid.detach().cpu().numpy() * 255).round().astype(np.uint8)
+        return tile_grid(tiles, n)
 
 
 def _area(images: Tensor, size: torch.Size) -> Tensor:
@@ -149,10 +133,6 @@ def _area(images: Tensor, size: torch.Size) -> Tensor:
 
 
 # -- evaluation: the blender against Poisson blending and a naive paste ----------------------
-
-def _uint8(image: Tensor) -> np.ndarray:
-    return (to_unit(image).permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
-
 
 def baselines(head: np.ndarray, background: np.ndarray, head_mask: np.ndarray,
               hole: np.ndarray) -> dict[str, np.ndarray]:
@@ -193,12 +173,12 @@ def evaluate_blending(task: BlenderTask, batches: list[Batch]) -> dict[str, floa
 
 
 def _score_item(inputs: Batch, blended: Tensor, i: int, scores: dict[str, list[float]]) -> None:
-    target = _uint8(inputs["target"][i])
+    target = to_uint8(inputs["target"][i])
     head_mask = inputs["head_mask"][i, 0].cpu().numpy()
     ring = inputs["inpaint_mask"][i, 0].cpu().numpy()
-    results = {"blender": _uint8(blended[i])}
-    results.update(baselines(_uint8(inputs["jittered_animated"][i]),
-                             _uint8(inputs["background"][i]), head_mask,
+    results = {"blender": to_uint8(blended[i])}
+    results.update(baselines(to_uint8(inputs["jittered_animated"][i]),
+                             to_uint8(inputs["background"][i]), head_mask,
                              np.maximum(head_mask, ring)))
     for method, image in results.items():
         for region, mask in (("head", head_mask), ("inpaint", ring)):

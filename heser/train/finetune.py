@@ -17,6 +17,7 @@ from tqdm import tqdm
 from heser.config import Config
 from heser.data.shards import decode_sample, read_tar
 from heser.face.backends import make_face_backend
+from heser.imaging import from_uint8
 from heser.io import atomic_path
 from heser.preprocess.crop import crop_item
 from heser.preprocess.items import MediaItem
@@ -42,7 +43,7 @@ def crop_sources(cfg: Config, images: list[Path]) -> torch.Tensor:
                 reasons = "; ".join(r.reason for r in result.rejects) or "no face"
                 raise FinetuneError(f"{path}: {reasons}")
             img = decode_sample(next(read_tar(tar)))["img"]
-            crops.append(torch.from_numpy(img.copy()).permute(2, 0, 1).float() / 127.5 - 1)
+            crops.append(from_uint8(img))
     return torch.stack(crops)
 
 
