@@ -2,6 +2,10 @@
 
 - ``psnr`` / ``ssim``: of a result against its target (uint8 RGB), optionally inside a mask.
 - E_ID, ``identity_error``: 1 - cosine similarity of identity embeddings, as in the paper.
+- Identity measurement with descriptors of any net (e.g. the independent FaceRes,
+  ``heser.nets.faceres``): ``cosine_to_mean`` of results to their sources,
+  ``identity_retrieval_top1`` against a gallery of identities; for dlib's descriptors its
+  native ``descriptor_distance`` and the ``same_person_share`` under its threshold.
 - E_P, ``pose_error_deg``: the paper compares pose vectors; ours is the angle, in degrees, of
   the relative head rotation between two faces, the rotation that best aligns the rigid 3-D
   landmarks of one onto the other after removing position and scale (Umeyama). It needs 3-D
@@ -89,6 +93,59 @@ def identity_error(embedding_a: np.ndarray | torch.Tensor,
     a, b = (torch.atleast_2d(torch.as_tensor(e).detach().cpu().double())
             for e in (embedding_a, embedding_b))
     return cosine_distance(a, b).numpy()
+
+
+def _unit_rows(descriptors: np.ndarray | torch.Tensor) -> np.ndarray:
+    rows = np.atleast_2d(np.asarray(torch.as_tensor(descriptors).detach().cpu(), np.float64))
+    norms = np.linalg.norm(rows, axis=1, keepdims=True)
+    if rows.ndim != 2 or rows.shape[0] == 0 or not (norms > 0).all():
+        raise ValueError(f"expected non-zero descriptors [N, D], got shape {rows.shape}")
+    return rows / norms
+
+
+def cosine_to_mean(descriptors: np.ndarray | torch.Tensor,
+                   source_descriptors: np.ndarray | torch.Tensor) -> np.ndarray:
+    """Cosine similarity [N] of each descriptor [N, D] to the sources' identity [K, D]: the mean
+    of the sources' L2-normalised descriptors, so that each source counts the same."""
+    rows, sources = _unit_rows(descriptors), _unit_rows(source_descriptors)
+    if rows.shape[1] != sources.shape[1]:
+        raise ValueError(f"descriptors of {rows.shape[1]} and sources of {sources.shape[1]} "
+                         "dimensions")
+    return rows @ _unit_rows(sources.mean(axis=0))[0]
+
+
+def identity_retrieval_top1(query_descriptors: np.ndarray | torch.Tensor,
+                            query_identity: list[str],
+                            gallery: dict[str, np.ndarray]) -> tuple[float, float]:
+    """(top-1 accuracy, chance level): the share of queries [N, D] whose most cosine-similar
+    gallery descriptor (identity -> mean descriptor [D]) is their own identity; chance is
+    1 / len(gallery). Every query's identity must be in the gallery."""
+    rows = _unit_rows(query_descriptors)
+    if len(query_identity) != len(rows):
+        raise ValueError(f"{len(rows)} query descriptors but {len(query_identity)} identities")
+    missing = sorted(set(query_identity) - set(gallery))
+    if missing:
+        raise ValueError(f"query identities {missing} are not in the gallery")
+    names = list(gallery)
+    best = (rows @ _unit_rows(np.stack([gallery[n] for n in names])).T).argmax(axis=1)
+    hits = [names[b] == identity for b, identity in zip(best, query_identity)]
+    return float(np.mean(hits)), 1 / len(gallery)
+
+
+def descriptor_distance(descriptors_a: np.ndarray | torch.Tensor,
+                        descriptors_b: np.ndarray | torch.Tensor) -> np.ndarray:
+    """Euclidean distance [N] of descriptors row by row ([D] counts as one row): the native
+    metric of dlib's unnormalised 128-d descriptors."""
+    a, b = (np.atleast_2d(np.asarray(torch.as_tensor(d).detach().cpu(), np.float64))
+            for d in (descriptors_a, descriptors_b))
+    return np.linalg.norm(a - b, axis=1)
+
+
+def same_person_share(distances: np.ndarray, threshold: float) -> float:
+    """The share of distances strictly under ``threshold``: the pairs a face-recognition net
+    calls the same person (dlib: 0.6, ``DlibFaceResNet.distance_threshold``); nan when empty."""
+    values = np.asarray(distances, np.float64).ravel()
+    return float((values < threshold).mean()) if values.size else float("nan")
 
 
 # -- landmarks: head pose and expression -------------------------------------------------------

@@ -14,13 +14,17 @@ from heser.metrics import (
     MAX_PSNR,
     MESH_EXPRESSION,
     MESH_RIGID,
+    cosine_to_mean,
+    descriptor_distance,
     euler_angles_deg,
     expression_error,
     head_rotation,
     identity_error,
+    identity_retrieval_top1,
     pose_error_deg,
     psnr,
     region_scores,
+    same_person_share,
     ssim,
     summarize,
 )
@@ -244,3 +248,46 @@ def test_summarize_drops_and_counts_non_finite_values():
                      "count": 3, "dropped": 2}
     empty = summarize([math.nan, math.nan])
     assert empty["count"] == 0 and empty["dropped"] == 2 and math.isnan(empty["mean"])
+
+
+# -- identity measurement (descriptors of FaceRes or dlib) ---------------------------------------
+
+def test_cosine_to_mean_normalises_each_source_before_averaging():
+    # sources along x (length 2) and y (length 5): their identity is the diagonal (1, 1) / sqrt 2
+    sources = np.array([[2.0, 0.0], [0.0, 5.0]])
+    rows = np.array([[1.0, 0.0], [0.0, 3.0], [1.0, 1.0], [-1.0, -1.0]])
+    half = math.sqrt(0.5)
+    np.testing.assert_allclose(cosine_to_mean(rows, sources), [half, half, 1.0, -1.0])
+    # one [D] descriptor is one row; tensors are accepted
+    assert cosine_to_mean(torch.tensor([3.0, 4.0]), torch.tensor([[0.0, 1.0]])) == (
+        pytest.approx([0.8]))
+    with pytest.raises(ValueError, match="dimensions"):
+        cosine_to_mean(rows, np.ones((2, 3)))
+    with pytest.raises(ValueError, match="non-zero"):
+        cosine_to_mean(np.zeros((1, 2)), sources)
+
+
+def test_identity_retrieval_top1_counts_nearest_gallery_identities():
+    gallery = {"a": np.array([1.0, 0.0]), "b": np.array([0.0, 2.0]), "c": np.array([-1.0, 0.0])}
+    queries = np.array([[0.9, 0.2], [0.3, 0.8], [0.8, 0.1], [-0.5, -0.2]])
+    # nearest: a, b, a, c; identities a, b, b, c -> 3 of 4 right; chance 1/3
+    top1, chance = identity_retrieval_top1(queries, ["a", "b", "b", "c"], gallery)
+    assert (top1, chance) == (0.75, pytest.approx(1 / 3))
+    # cosine, not Euclidean: a long vector along b's direction is still b
+    assert identity_retrieval_top1(np.array([[0.1, 50.0]]), ["b"], gallery)[0] == 1.0
+    with pytest.raises(ValueError, match=r"\['z'\] are not in the gallery"):
+        identity_retrieval_top1(queries[:1], ["z"], gallery)
+    with pytest.raises(ValueError, match="4 query descriptors but 2 identities"):
+        identity_retrieval_top1(queries, ["a", "b"], gallery)
+
+
+def test_descriptor_distance_and_same_person_share_under_dlibs_threshold():
+    a = np.array([[0.0, 0.0], [1.0, 1.0], [0.3, 0.0]])
+    b = np.array([[0.3, 0.4], [1.0, 1.0], [0.0, 0.6]])
+    distances = descriptor_distance(a, b)
+    np.testing.assert_allclose(distances, [0.5, 0.0, math.sqrt(0.09 + 0.36)])
+    assert descriptor_distance(np.array([3.0, 0.0]), np.array([0.0, 4.0])) == pytest.approx([5])
+    # 0.5 and 0 are under 0.6; 0.6708 is not, and a distance of exactly 0.6 is not either
+    assert same_person_share(distances, 0.6) == pytest.approx(2 / 3)
+    assert same_person_share([0.6], 0.6) == 0.0
+    assert math.isnan(same_person_share([], 0.6))
