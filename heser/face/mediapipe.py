@@ -12,6 +12,11 @@ by image x), see ``heser.face.types``.
 from __future__ import annotations
 
 import math
+import os
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,6 +97,33 @@ def _model_path(weights_dir: Path, name: str) -> Path:
     return path
 
 
+# LiteRT's C++ runtime writes this to stderr (fd 2) the first time a process applies its
+# default XNNPACK delegate (in allocate_tensors). Its logger is not reachable from Python, and
+# TF_CPP_MIN_LOG_LEVEL governs a different one, so the line is filtered out where it is made.
+XNNPACK_NOTICE = b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\n"
+
+
+@contextmanager
+def without_xnnpack_notice() -> Iterator[None]:
+    """Capture fd 2 for the block, then pass on everything written to it except
+    ``XNNPACK_NOTICE``, so the runtime's real warnings and errors still reach stderr."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            rest = captured.read().replace(XNNPACK_NOTICE, b"")
+            if rest:
+                with os.fdopen(os.dup(2), "wb") as stderr:
+                    stderr.write(rest)
+
+
 class _TFLite:
     """One tflite model: input name/shape and outputs in a fixed, named order."""
 
@@ -103,8 +135,9 @@ class _TFLite:
                 "ai-edge-litert is not installed; `pip install ai-edge-litert` "
                 "(see pyproject.toml)") from exc
         self.path = Path(path)
-        self.interpreter = Interpreter(model_path=str(path), num_threads=num_threads)
-        self.interpreter.allocate_tensors()
+        with without_xnnpack_notice():
+            self.interpreter = Interpreter(model_path=str(path), num_threads=num_threads)
+            self.interpreter.allocate_tensors()
         inp = self.interpreter.get_input_details()[0]
         self.input_index = inp["index"]
         self.input_shape = tuple(int(v) for v in inp["shape"])  # (1, H, W, C)

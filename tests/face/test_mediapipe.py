@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import cv2
 import numpy as np
 import pytest
@@ -11,14 +15,16 @@ from heser.face.mediapipe import (
     MESH_LEFT_EYE,
     MESH_RIGHT_EYE,
     SHORT_RANGE,
+    XNNPACK_NOTICE,
     MediaPipeFace,
     Roi,
     SelfieSegmenter,
     five_points_from_mesh,
     ssd_anchors,
+    without_xnnpack_notice,
 )
 from heser.face.types import Face, FaceBackendError
-from tests.conftest import SAMPLE, SHARED
+from tests.conftest import ROOT, SAMPLE, SHARED
 
 WEIGHTS = SHARED / "weights"
 
@@ -166,3 +172,19 @@ def test_selfie_segmentation_of_a_portrait():
     assert prob.min() >= 0.0 and prob.max() <= 1.0
     assert prob[270, 260] > 0.9  # the face
     assert prob[10, 10] < 0.1 and prob[10, -10] < 0.1  # plain background, top corners
+
+
+def test_creating_the_models_prints_nothing():
+    # a fresh process: LiteRT announces its XNNPACK delegate only once per process
+    script = ("import sys; from heser.face.mediapipe import MediaPipeFace, SelfieSegmenter; "
+              "MediaPipeFace(sys.argv[1]); SelfieSegmenter(sys.argv[1])")
+    done = subprocess.run([sys.executable, "-c", script, str(WEIGHTS)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "XNNPACK" not in done.stderr
+
+
+def test_only_the_xnnpack_notice_is_dropped_from_stderr(capfd):
+    with without_xnnpack_notice():
+        os.write(2, b"W: a real warning\n" + XNNPACK_NOTICE + b"E: a real error\n")
+    assert capfd.readouterr().err == "W: a real warning\nE: a real error\n"
