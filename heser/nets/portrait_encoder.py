@@ -2,8 +2,9 @@
 
 It embeds each source image into a 512-d appearance code (head shape, hair, identity details the
 face-recognition code misses); the K codes are averaged (eq. 1). The paper uses ResNeXt-50: the
-``resnext50`` backbone takes torchvision's, ImageNet-initialised when its weights file is given.
-The ``resnet`` backbone is a small residual CNN for CPU training, its width set in params.yaml.
+``resnext50`` backbone is our own (heser.nets.resnext), ImageNet-initialised from a torchvision
+``resnext50_32x4d`` state dict when one is given. The ``resnet`` backbone is a small residual
+CNN for CPU training, its width set in params.yaml.
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from heser.imaging import to_unit
 from heser.nets.blocks import ResDown, channel_ladder
+from heser.nets.resnext import IMAGENET_MEAN, IMAGENET_STD, ResNeXt50, load_resnext50
 
 
 class SmallResNet(nn.Module):
@@ -33,18 +36,22 @@ class SmallResNet(nn.Module):
         return h.mean(dim=(2, 3))
 
 
-def _resnext50(imagenet_weights: Path | None) -> tuple[nn.Module, int]:
-    try:
-        from torchvision.models import resnext50_32x4d
-    except ImportError as exc:  # the CPU install has no torchvision
-        raise RuntimeError("aligner.portrait.backbone 'resnext50' needs torchvision "
-                           "(pip install torchvision==0.28.0 with the PyPI torch 2.13.0)") from exc
-    net = resnext50_32x4d()
-    if imagenet_weights is not None:
-        net.load_state_dict(torch.load(imagenet_weights, map_location="cpu", weights_only=True))
-    channels = net.fc.in_features
-    net.fc = nn.Identity()
-    return net, channels
+class ResNeXtFeatures(nn.Module):
+    """ResNeXt-50's pooled 2048-d features of images in [-1, 1], given to it as ImageNet
+    input (the statistics its pretrained weights were trained on)."""
+
+    def __init__(self, imagenet_weights: Path | None):
+        super().__init__()
+        self.net = ResNeXt50() if imagenet_weights is None else load_resnext50(imagenet_weights)
+        self.net.drop_classifier()
+        self.out_channels = self.net.out_channels
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1),
+                             persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1),
+                             persistent=False)
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.net((to_unit(images) - self.mean) / self.std)
 
 
 class PortraitEncoder(nn.Module):
@@ -54,11 +61,11 @@ class PortraitEncoder(nn.Module):
                  imagenet_weights: Path | None = None):
         super().__init__()
         if backbone == "resnext50":
-            self.backbone, channels = _resnext50(imagenet_weights)
+            self.backbone = ResNeXtFeatures(imagenet_weights)
         else:
             self.backbone = SmallResNet(width, stages, max_channels, spectral=True)
-            channels = self.backbone.out_channels
-        self.head = nn.utils.parametrizations.spectral_norm(nn.Linear(channels, dim))
+        self.head = nn.utils.parametrizations.spectral_norm(
+            nn.Linear(self.backbone.out_channels, dim))
 
     def forward(self, images: Tensor) -> Tensor:
         return self.head(self.backbone(images))

@@ -79,11 +79,16 @@ def test_discriminator_logits_features_and_gradients():
     assert images.grad.abs().sum() > 0
 
 
-def test_resnext50_without_torchvision_says_how_to_get_it():
-    try:
-        import torchvision  # noqa: F401
-    except ImportError:
-        with pytest.raises(RuntimeError, match="needs torchvision"):
-            PortraitEncoder("resnext50", 512, 16, 4, 64, None)
-    else:
-        pytest.skip("torchvision is installed")
+def test_resnext50_portrait_encoder_starts_from_imagenet_weights(tmp_path):
+    from heser.nets.resnext import ResNeXt50
+
+    torch.manual_seed(0)
+    imagenet = ResNeXt50()
+    torch.save(imagenet.state_dict(), tmp_path / "resnext50_32x4d.pth")
+    encoder = PortraitEncoder("resnext50", 512, 16, 4, 64, tmp_path / "resnext50_32x4d.pth")
+    torch.testing.assert_close(encoder.backbone.net.layer4[2].conv3.weight,
+                               imagenet.layer4[2].conv3.weight)
+    codes = encoder.average(torch.rand(1, 2, 3, 64, 64) * 2 - 1)
+    assert codes.shape == (1, 512)
+    codes.sum().backward()
+    _all_have_grads(encoder)
