@@ -19,7 +19,7 @@ from heser.nets.blocks import ResDown, channel_ladder, conv1x1, conv3x3, group_n
 
 # (name, channels) in the paper's concatenation order (Sec. 3.2)
 BLENDER_INPUTS: tuple[tuple[str, int], ...] = (
-    ("head_reference", 3),  # I^HR: the head colour reference, warped from I_A's colours
+    ("head_reference", 3),  # I^HR: the target's (I_T's) colours warped onto I_A's head
     ("inpaint_reference", 3),  # I^IR: the inpainting reference, the scene's colours
     ("head_mask", 1),  # M_A^H: where the aligned head goes
     ("background", 3),  # I_T^BG: the target with head and inpainting region removed
