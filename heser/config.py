@@ -105,6 +105,7 @@ class Flow(_Strict):
     retries: int = Field(ge=0, le=10)
     retry_delay_s: float = Field(ge=0)
     cpus_per_task: float = Field(gt=0)
+    rows_per_task: int = Field(ge=1)
 
 
 class RayCluster(_Strict):

@@ -1,8 +1,10 @@
 """The Prefect flow `preprocess`: download -> crop -> parse per manifest row on Ray, then shards.
 
-Each row is one Prefect task run on a Ray worker (prefect-ray's RayTaskRunner), calling the same
-heser functions as the DVC stages (heser.preprocess.resumable wraps crop_item and parse_item).
-Rows whose outputs are up to date are skipped; a failing row is retried, then reported.
+Each batch of ``flow.rows_per_task`` rows is one Prefect task run on a Ray worker (prefect-ray's
+RayTaskRunner), calling the same heser functions as the DVC stages (heser.preprocess.resumable
+wraps crop_item and parse_item). Rows whose outputs are up to date are skipped; a failing row is
+retried, then reported. With ``ray.address`` set the tasks run on that cluster; a task lost with
+its node is run again elsewhere, and its completion records say which nodes tried each row.
 
     python pipelines/preprocess.py serve     # register deployment preprocess/preprocess, run it
     python pipelines/preprocess.py run [--manifest M] [--set KEY=VALUE ...]   # one run, here
@@ -16,6 +18,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -32,14 +35,16 @@ from heser.cluster import ray_init_kwargs
 from heser.config import DEFAULT_PARAMS, Config, ConfigError, load_config, parse_override
 from heser.env import configure_tool_state
 from heser.preprocess.resumable import (
+    RowBatch,
     VideoJob,
     VideoOutcome,
-    failed_outcome,
+    after_failure,
+    batches,
     fetch_weights,
     finish,
     flow_config,
     plan,
-    process_video,
+    process_batch,
     summary_markdown,
     tally,
 )
@@ -49,27 +54,31 @@ DEPLOYMENT = "preprocess"
 
 # The task is the library function itself, so a worker needs nothing from this file to run it.
 # Our completion records decide what to redo, so Prefect's own result cache stays out of it.
-preprocess_video = task(process_video, name="preprocess-video", task_run_name="{job.key}",
-                        cache_policy=NO_CACHE)
+preprocess_rows = task(process_batch, name="preprocess-video", task_run_name="{batch.name}",
+                       cache_policy=NO_CACHE)
 
 
 # Its parameters are the parent flow's objects, not user input: no pydantic validation (which
 # cannot resolve their types when a deployment loads this file by path).
 @flow(name="preprocess-videos", validate_parameters=False)
-def preprocess_videos(jobs: list[VideoJob], cfg: Config) -> tuple[list[VideoOutcome], float]:
-    """One task per row on the Ray task runner; returns the outcomes and the wall time."""
+def preprocess_videos(jobs: list[VideoJob], cfg: Config,
+                      run_id: str) -> tuple[list[VideoOutcome], float]:
+    """One task per batch of rows on the Ray task runner; the outcomes and the wall time."""
     logger = get_run_logger()
     start = time.perf_counter()
-    video_task = preprocess_video.with_options(retries=cfg.flow.retries,
-                                               retry_delay_seconds=cfg.flow.retry_delay_s)
-    # max_retries: Ray re-runs a task whose worker process died (Prefect never saw it fail).
+    rows_task = preprocess_rows.with_options(retries=cfg.flow.retries,
+                                             retry_delay_seconds=cfg.flow.retry_delay_s)
+    # max_retries: Ray re-runs a task whose worker process or node died (Prefect never saw it
+    # fail); the rows it had finished are found up to date.
     with remote_options(num_cpus=cfg.flow.cpus_per_task, max_retries=cfg.flow.retries):
-        futures = {video_task.submit(job, cfg): job for job in jobs}
+        futures = {rows_task.submit(batch, cfg, run_id): batch
+                   for batch in batches(jobs, cfg.flow.rows_per_task)}
     outcomes: list[VideoOutcome] = []
     every = max(1, len(jobs) // 20)
     for future in as_completed(list(futures)):
-        outcomes.append(_outcome(future, futures[future], cfg.flow.retries))
-        if len(outcomes) % every == 0 or len(outcomes) == len(jobs):
+        before = len(outcomes)
+        outcomes += _outcomes(future, futures[future], cfg, run_id)
+        if len(outcomes) // every > before // every or len(outcomes) == len(jobs):
             counts = tally(outcomes)
             logger.info(f"{len(outcomes)}/{len(jobs)} rows: done {counts['done']}, "
                         f"skipped {counts['skipped']}, rejected {counts['rejected']}")
@@ -77,11 +86,13 @@ def preprocess_videos(jobs: list[VideoJob], cfg: Config) -> tuple[list[VideoOutc
     return outcomes, time.perf_counter() - start
 
 
-def _outcome(future: PrefectFuture, job: VideoJob, retries: int) -> VideoOutcome:
+def _outcomes(future: PrefectFuture, batch: RowBatch, cfg: Config,
+              run_id: str) -> list[VideoOutcome]:
     future.wait()
     if future.state.is_completed():
         return future.result()
-    return failed_outcome(job, f"failed after {retries + 1} attempts: {future.state.message}")
+    reason = f"failed after {cfg.flow.retries + 1} attempts: {future.state.message}"
+    return [after_failure(job, cfg, run_id, reason) for job in batch.jobs]
 
 
 @flow(name="preprocess")
@@ -99,7 +110,8 @@ def preprocess(manifest: str | None = None, params: str | None = None,
                 f"{len(manifest_rejects)} manifest rows rejected")
     fetch_weights(cfg)
     runner = RayTaskRunner(init_kwargs=ray_init_kwargs(cfg.ray))
-    outcomes, seconds = preprocess_videos.with_options(task_runner=runner)(jobs, cfg)
+    run_id = uuid.uuid4().hex  # names this run in the completion records
+    outcomes, seconds = preprocess_videos.with_options(task_runner=runner)(jobs, cfg, run_id)
     metrics = finish(cfg, jobs, outcomes, manifest_rejects)
     create_markdown_artifact(key="preprocess-summary", markdown=summary_markdown(outcomes, metrics),
                              description="Rows done / skipped / rejected, samples per split")

@@ -1,20 +1,25 @@
-"""Preprocess one manifest row end to end (fetch -> crop -> parse), resumably.
+"""Preprocess manifest rows end to end (fetch -> crop -> parse), resumably.
 
-The Prefect flow (pipelines/preprocess.py) runs ``process_video`` as one Ray task per row, with
-the same crop and parse functions as the DVC stages. Each finished row leaves a completion record,
-``<root>/done/<video_key>.json``, written last and atomically, holding the input's sha256 and the
-fingerprint of every parameter that shapes the outputs. A rerun skips rows whose record matches
-and redoes the rest, so a crash costs only the rows that were in flight.
+The Prefect flow (pipelines/preprocess.py) runs ``process_batch`` as one Ray task per batch of
+``flow.rows_per_task`` rows, with the same crop and parse functions as the DVC stages. Each
+finished row leaves a completion record, ``<root>/done/<video_key>.json``, written last and
+atomically, holding the input's sha256, the fingerprint of every parameter that shapes the
+outputs, the flow run that made it and the Ray node of every attempt at it. A rerun skips rows
+whose record matches and redoes the rest, so a crash, or a lost node, costs only the rows that
+were in flight.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
+
+import ray
 
 import heser
 from heser import assets
@@ -36,6 +41,7 @@ from heser.preprocess.stages import (
 from heser.rejects import Reject, write_rejects
 
 DONE_DIR = "done"
+ATTEMPTS_DIR = "attempts"
 STAGE = "preprocess"
 Status = Literal["done", "skipped", "rejected"]
 
@@ -48,8 +54,26 @@ class VideoJob:
     key: str
 
 
+@dataclass(frozen=True)
+class RowBatch:
+    """The rows of one task, processed one after the other by the same worker."""
+
+    jobs: tuple[VideoJob, ...]
+
+    @property
+    def name(self) -> str:
+        """The task run's name: the first row's key, and how many rows follow it."""
+        more = len(self.jobs) - 1
+        return self.jobs[0].key + (f" +{more}" if more else "")
+
+
 @dataclass
 class VideoOutcome:
+    """What became of a row. ``status`` "done" means processed by this flow run, "skipped" up to
+    date from an earlier one. ``attempts`` lists the Ray node (id) of every start of the row in
+    the run that finished it, so a row retried after a lost worker or node shows two or more;
+    ``node`` is the one that finished it."""
+
     file: str
     key: str
     status: Status
@@ -57,6 +81,12 @@ class VideoOutcome:
     samples: int = 0
     rejects: list[Reject] = field(default_factory=list)
     seconds: float = 0.0
+    node: str = ""
+    attempts: list[str] = field(default_factory=list)
+
+
+class RowsFailed(RuntimeError):
+    """Some rows of a batch raised; the others finished and left their records."""
 
 
 def flow_config(cfg: Config) -> Config:
@@ -108,17 +138,39 @@ def fetch_weights(cfg: Config) -> int:
     return len(fetched)
 
 
-def process_video(job: VideoJob, cfg: Config) -> VideoOutcome:
+def batches(jobs: list[VideoJob], rows_per_task: int) -> list[RowBatch]:
+    return [RowBatch(tuple(jobs[i:i + rows_per_task]))
+            for i in range(0, len(jobs), rows_per_task)]
+
+
+def process_batch(batch: RowBatch, cfg: Config, run_id: str) -> list[VideoOutcome]:
+    """``process_video`` on each row of the batch. A row that raises does not stop the others;
+    the batch then raises ``RowsFailed`` naming them, so the caller retries the batch, where the
+    rows that finished are found up to date."""
+    outcomes, failures = [], []
+    for job in batch.jobs:
+        try:
+            outcomes.append(process_video(job, cfg, run_id))
+        except Exception as exc:  # noqa: BLE001 - reported, and raised again below
+            failures.append(f"{job.row.file}: {type(exc).__name__}: {exc}")
+    if failures:
+        raise RowsFailed("; ".join(failures))
+    return outcomes
+
+
+def process_video(job: VideoJob, cfg: Config, run_id: str = "") -> VideoOutcome:
     """Fetch, crop and parse one row, or skip it if its completion record still holds.
 
     An input that cannot be used (corrupt video, no face) is a finished row with rejects; an
-    exception (a network failure, a full disk) propagates so the caller can retry the row."""
+    exception (a network failure, a full disk) propagates so the caller can retry the row.
+    ``run_id`` names the flow run: a row it already finished (then the task was retried, or
+    re-executed by Ray after a lost node) comes back "done", not "skipped"."""
     start = time.perf_counter()
     record = _read_record(cfg, job.key)
     if record is not None and _still_valid(record, job, cfg):
-        return VideoOutcome(job.row.file, job.key, "skipped", record["sha256"],
-                            record["samples"], [Reject(**r) for r in record["rejects"]])
+        return _recorded_outcome(record, run_id)
     _record_path(cfg, job.key).unlink(missing_ok=True)
+    _log_attempt(cfg, job.key, run_id)
     local = assets.fetch(job.row, cfg.path(cfg.paths.raw),
                          assets.mirror_dirs(cfg.assets.mirrors, cfg.root),
                          retries=cfg.assets.retries, timeout_s=cfg.assets.timeout_s,
@@ -131,9 +183,19 @@ def process_video(job: VideoJob, cfg: Config) -> VideoOutcome:
                         cfg.parse.min_face_share)
     outcome = VideoOutcome(job.row.file, job.key, "done" if parsed.samples else "rejected",
                            sha256, parsed.samples, cropped.rejects + parsed.rejects,
-                           time.perf_counter() - start)
-    _write_record(cfg, outcome)
+                           time.perf_counter() - start, _node_id(), _attempts(cfg, job.key, run_id))
+    _write_record(cfg, outcome, run_id)
     return outcome
+
+
+def after_failure(job: VideoJob, cfg: Config, run_id: str, reason: str) -> VideoOutcome:
+    """The outcome of a row whose task kept failing after its retries: what its completion
+    record says if this run finished the row before the failure (another row of its batch
+    failed), else a reject, and no outputs used."""
+    record = _read_record(cfg, job.key)
+    if record is not None and record.get("run_id") == run_id and _still_valid(record, job, cfg):
+        return _recorded_outcome(record, run_id)
+    return failed_outcome(job, reason)
 
 
 def finish(cfg: Config, jobs: list[VideoJob], outcomes: list[VideoOutcome],
@@ -181,6 +243,14 @@ def _read_record(cfg: Config, key: str) -> dict | None:
         return None
 
 
+def _recorded_outcome(record: dict, run_id: str) -> VideoOutcome:
+    fields = {name: record[name] for name in VideoOutcome.__dataclass_fields__ if name in record}
+    fields["rejects"] = [Reject(**r) for r in record["rejects"]]
+    if not (run_id and record.get("run_id") == run_id):
+        fields["status"] = "skipped"
+    return VideoOutcome(**fields)
+
+
 def _still_valid(record: dict, job: VideoJob, cfg: Config) -> bool:
     """Same parameters, same input bytes, and both output tars still there."""
     if record.get("fingerprint") != fingerprint(cfg) or record.get("file") != job.row.file:
@@ -195,10 +265,37 @@ def _still_valid(record: dict, job: VideoJob, cfg: Config) -> bool:
     return local.exists() and assets.sha256_file(local) == record["sha256"]
 
 
-def _write_record(cfg: Config, outcome: VideoOutcome) -> None:
-    record = {**asdict(outcome), "fingerprint": fingerprint(cfg)}
+def _write_record(cfg: Config, outcome: VideoOutcome, run_id: str) -> None:
+    record = {**asdict(outcome), "fingerprint": fingerprint(cfg), "run_id": run_id}
     with atomic_path(_record_path(cfg, outcome.key)) as tmp:
         tmp.write_text(json.dumps(record, indent=1) + "\n")
+
+
+# ---------------------------------------------------------------------------------------------
+# Attempts: a line per start of a row (flow run, Ray node, pid), appended before any work, so
+# a start whose worker or node died leaves its trace for the attempt that finishes the row.
+
+
+def _attempts_path(cfg: Config, key: str) -> Path:
+    return cfg.path(cfg.flow.root) / ATTEMPTS_DIR / f"{key}.log"
+
+
+def _log_attempt(cfg: Config, key: str, run_id: str) -> None:
+    path = _attempts_path(cfg, key)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as fh:
+        fh.write(f"{run_id or '-'} {_node_id()} {os.getpid()}\n")
+
+
+def _attempts(cfg: Config, key: str, run_id: str) -> list[str]:
+    """The nodes of this run's starts of the row, in order."""
+    lines = (line.split() for line in _attempts_path(cfg, key).read_text().splitlines())
+    return [node for run, node, _ in lines if run == (run_id or "-")]
+
+
+def _node_id() -> str:
+    """The Ray node running this (its hex id), or "local" outside Ray."""
+    return ray.get_runtime_context().get_node_id() if ray.is_initialized() else "local"
 
 
 # ---------------------------------------------------------------------------------------------
