@@ -57,6 +57,11 @@ MESH_NOSE: tuple[int, ...] = (
 )
 MESH_NOSE_TIP = 1
 MESH_MOUTH_CORNERS = (61, 291)
+# The face oval's top (mid-forehead, where the hairline starts), its bottom (the chin) and its
+# widest points at cheekbone height (subject's right, left).
+MESH_OVAL_TOP = 10
+MESH_CHIN = 152
+MESH_OVAL_SIDES = (234, 454)
 # Outer eye corners MediaPipe uses to orient the tracking ROI.
 MESH_ROI_EYES = (33, 263)
 

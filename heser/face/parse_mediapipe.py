@@ -17,10 +17,17 @@ Each person pixel gets the posterior of these classes with position priors (blur
 for spatial coherence); the zone rules of ``MediaPipeParser.label`` turn them into HeSer
 regions. No learned parsing network is involved, so the result is approximate: hair the colour
 of skin (blond, red) or of the clothes (black hair on a black top) is the usual failure.
+
+Positions are measured in the face's own frame (``FaceFrame``): ``v`` runs down the face from
+the eye line, ``ur`` across it from its middle. The constants below give the zones' extents as
+fractions of the face's size: "face width" is the distance between the oval's widest points,
+"face height" from the oval's top to the chin, and "eye-to-mouth" the height of the mouth
+corners below the eye line.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -28,6 +35,7 @@ import numpy as np
 
 from heser.face.labels import Region
 from heser.face.mediapipe import (
+    MESH_CHIN,
     MESH_FACE_OVAL,
     MESH_LEFT_BROW,
     MESH_LEFT_EYE,
@@ -35,6 +43,8 @@ from heser.face.mediapipe import (
     MESH_LIPS_OUTER,
     MESH_MOUTH_CORNERS,
     MESH_NOSE,
+    MESH_OVAL_SIDES,
+    MESH_OVAL_TOP,
     MESH_RIGHT_BROW,
     MESH_RIGHT_EYE,
     MediaPipeFace,
@@ -51,15 +61,91 @@ PRODUCED_REGIONS: frozenset[Region] = frozenset({
 # Colour classes
 _SKIN, _HAIR, _CLOTH, _OTHER = 0, 1, 2, 3
 _MIN_SAMPLES = 40
-# Squared Mahalanobis distances (4 features): under _SKIN_CHI2 a colour is close to skin (99 %
-# of a Gaussian's mass), beyond _FAR_CHI2 it is not skin (hair / clothes samples), and the
-# outlier class sits at _OUTLIER_CHI2.
-_SKIN_CHI2 = 13.3
+# Squared Mahalanobis distances (4 features): beyond _FAR_CHI2 a colour is not skin (hair /
+# clothes samples), and the outlier class sits at _OUTLIER_CHI2.
 _FAR_CHI2 = 18.0
 _OUTLIER_CHI2 = 30.0
-# inner-lip point pairs (upper, lower) whose distance tells an open mouth
-_LIP_GAP_PAIRS = ((82, 87), (13, 14), (312, 317))
-_OPEN_MOUTH = 0.08
+# log-likelihood of "impossible" (a pixel no model scores)
+_NEVER = -1e9
+
+# ---- skin: samples from the cheeks
+FEATURE_MARGIN = 0.04  # of face width: cheek samples keep this far from eyes, brows, nose, lips
+CHEEK_INSET = 0.05  # of face width: ... and this far inside the face oval
+CHEEK_TOP = 0.1  # of eye-to-mouth: ... and start this far below the eye line
+MIN_SKIN_SAMPLES = 5  # pixels: with fewer cheek samples there is no skin model
+# skin in shadow (under the chin): the cheeks' hue, some saturation, not brighter
+SHADOW_HUE = 15.0  # degrees: hue within this of the cheeks'
+SHADOW_CHROMA = 0.5  # of the cheeks' chroma (Lab a, b): at least this saturated
+SHADOW_LIGHTNESS = 5.0  # Lab L: at most this much brighter than the cheeks
+FOREHEAD_SAMPLE_GAP = 0.03  # of face height: forehead samples lie this far above the brows
+
+# ---- hair samples: just outside the upper oval, not where the ears are
+EAR_DEPTH = 0.1  # of face height: the ear zone reaches this far below the mouth ...
+EAR_REACH = 0.16  # of face width: ... no farther than this from the oval ...
+EAR_OFFSET = 0.3  # of face width: ... and at least this far from the face's middle
+HAIR_SAMPLE_LOW = 0.5  # of eye-to-mouth: hair samples lie above this
+HAIR_SAMPLE_REACH = 0.25  # of face height: ... and within this of the oval
+HAIR_COMPONENTS = 2  # Gaussians of the hair colour (highlights)
+
+# ---- clothes samples: the lower middle of what is visible below the chin
+CLOTH_DEPTH = 0.25  # of face height: clothes samples start this far below the chin ...
+CLOTH_HALF_WIDTH = 0.6  # of face width: ... within this of the face's middle
+CLOTH_MIN_SHARE = 0.01  # of the crop's area: fewer clothes samples make no model
+CLOTH_COMPONENTS = 3  # Gaussians of the clothes colour (shirt, jacket, tie)
+
+# ---- position priors (log-probability) and smoothing of the posteriors
+HAIR_LENGTH = 0.3  # of face height below the chin: hair is unlikely beyond this ...
+HAIR_LENGTH_PENALTY = 3.0  # ... losing this per face height further down
+CLOTH_RISE_PENALTY = 4.0  # clothes lose this per face height above the chin
+NECK_PRIOR = 2.0  # skin gains this right below the chin, fading out at neck_depth
+NECK_MIDDLE = 0.4  # of face width: the neck's middle, where skin is likeliest
+POSTERIOR_BLUR = 0.008  # of face width: Gaussian sigma of the posteriors' blur ...
+MIN_POSTERIOR_BLUR = 0.8  # pixels: ... at least this
+SKIN_MAX_CHI2 = 4 * _FAR_CHI2  # a skin-class pixel this far from the cheeks' colour is not skin
+
+# ---- forehead / bald scalp above the oval's top edge
+FOREHEAD_MIN_POSTERIOR = 0.7  # skin posterior of forehead skin
+FOREHEAD_MAX_CHI2 = 9.0  # distance to the forehead's own colour
+CROWN_HEIGHT = 0.25  # of face height: the crown is this much above the oval's top ...
+CROWN_HALF_WIDTH = 0.3  # of face width: ... within this of the face's middle
+BALD_SHARE = 0.8  # a crown that is skin-like to this share is a bald head
+BALD_REACH = 0.45  # of face height: forehead skin of a bald head reaches this far up ...
+FOREHEAD_REACH = 0.12  # of face height: ... else only this (skin colour higher is blond hair)
+FOREHEAD_LOW = 0.25  # of eye-to-mouth: the forehead outside the oval lies above this
+FOREHEAD_HALF_WIDTH = 0.55  # of face width: ... within this of the face's middle
+
+# ---- ears: skin beside the face between brow and mouth height
+EAR_OPENING = 0.02  # of face width: radius of the opening that cuts ears from speckle
+EAR_MIN_AREA = 0.004  # of face width x face height
+EAR_GROWTH = 0.03  # of face width: growth into shaded skin (the ear's rim and bowl)
+
+# ---- neck
+NECK_HALF_WIDTH = 0.52  # of face width: the neck zone, within this of the face's middle
+UNDER_CHIN_DEPTH = 0.18  # of face height: right under the chin, the neck in shadow ...
+UNDER_CHIN_HALF_WIDTH = 0.35  # of face width: ... within this of the middle
+NECK_OPENING = 0.02  # of face width
+NECK_CLOSING = 0.05  # of face width: fills the shadow under the jaw
+NECK_SEED_DEPTH = 0.3  # of face height: the neck touches the zone within this below the chin
+
+# ---- hair
+JAW_HAIR_RISE = 0.1  # of face height: hair columns are counted from this above the mouth
+HAIR_COLUMNS = 64  # bins across the face for the columns with hair beside the jaw
+HAIR_COLUMN_MIN = 0.01  # of face height (at least 2 pixels): hair pixels a column needs
+HAIR_COLUMN_GROWTH = 0.08  # of face width: columns with hair widen by this
+HAIR_OPENING = 0.012  # of face width
+HAIR_SEED_REACH = 0.12  # of face height: hair touches the oval's surroundings within this
+HAIR_MIN_AREA = 0.0015  # of the crop's area: smaller hair pieces are dropped
+SIDE_FACE_REACH = 0.1  # of face width: temple / sideburn skin within this of the oval is face
+BODY_MIN_AREA = 0.01  # of the crop's area: a body piece touching neither neck nor hair
+BODY_SEED_GROWTH = 2  # pixels: a body piece this close to the neck or hair touches it
+FRINGE_BROW_MARGIN = 0.03  # of face width: a fringe keeps this far from the brows
+
+# ---- inner mouth: only when the mouth is open. The mesh's inner contour keeps some area even
+# with closed lips, so the gap between the inner lip edges is measured instead (closed: < 0.06
+# of the mouth width on the sample faces; open: > 0.1).
+LIP_GAP_PAIRS = ((82, 87), (13, 14), (312, 317))  # inner-lip mesh points (upper, lower)
+OPEN_MOUTH = 0.08  # of the mouth width (corner to corner)
+MIN_MOUTH_AREA = 4  # pixels: a smaller inner mouth is not painted
 
 
 def five_points_from_landmarks(landmarks: np.ndarray, scheme: str) -> np.ndarray:
@@ -194,6 +280,420 @@ def _disk(radius: float) -> np.ndarray:
     return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
 
 
+def _morph(mask: np.ndarray, op: int, radius: float) -> np.ndarray:
+    """A morphological operation (cv2.MORPH_*) with a disk of ``radius`` pixels."""
+    return cv2.morphologyEx(mask.astype(np.uint8), op, _disk(radius)).astype(bool)
+
+
+@dataclass(frozen=True)
+class MeshParts:
+    """The mesh's inner-face polygons as boolean masks."""
+
+    oval: np.ndarray
+    eyes: np.ndarray
+    brows: np.ndarray
+    nose: np.ndarray
+    lips: np.ndarray  # outer lip contour
+    mouth: np.ndarray  # inner lip contour
+
+
+def mesh_parts(mesh: np.ndarray, shape: tuple[int, int]) -> MeshParts:
+    def poly(idx: tuple[int, ...]) -> np.ndarray:
+        return _poly(shape, mesh[list(idx)])
+
+    return MeshParts(oval=poly(MESH_FACE_OVAL), eyes=poly(MESH_RIGHT_EYE) | poly(MESH_LEFT_EYE),
+                     brows=poly(MESH_RIGHT_BROW) | poly(MESH_LEFT_BROW), nose=poly(MESH_NOSE),
+                     lips=poly(MESH_LIPS_OUTER), mouth=poly(MESH_LIPS_INNER))
+
+
+@dataclass(frozen=True)
+class FaceFrame:
+    """Every pixel in the face's own frame, in pixels: origin between the eyes, ``v`` down the
+    face, ``ur`` across it from its middle; the landmarks' heights on ``v`` and the face's size."""
+
+    v: np.ndarray
+    ur: np.ndarray
+    v_top: float  # the oval's top
+    v_brow: float  # mean of the brows
+    v_mouth: float  # the mouth corners
+    v_chin: float
+    face_w: float  # between the oval's widest points
+    face_h: float  # oval top to chin
+    above_mouth: np.ndarray
+    above_chin: np.ndarray
+
+
+def face_frame(mesh: np.ndarray, shape: tuple[int, int]) -> FaceFrame:
+    """The frame of the (468, 2) ``mesh`` over an image of ``shape``."""
+    h, w = shape
+    eye_r = mesh[list(MESH_RIGHT_EYE)].mean(0)
+    eye_l = mesh[list(MESH_LEFT_EYE)].mean(0)
+    ex = eye_l - eye_r  # subject's right eye to left eye: image right on an upright face
+    ex /= max(float(np.linalg.norm(ex)), 1e-6)
+    ey = np.array([-ex[1], ex[0]])
+    origin = (eye_r + eye_l) / 2
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    u = (xx - origin[0]) * ex[0] + (yy - origin[1]) * ex[1]
+    v = (xx - origin[0]) * ey[0] + (yy - origin[1]) * ey[1]
+    mu = (mesh - origin) @ ex
+    mv = (mesh - origin) @ ey
+    right, left = MESH_OVAL_SIDES
+    v_top, v_chin = float(mv[MESH_OVAL_TOP]), float(mv[MESH_CHIN])
+    v_mouth = float(mv[MESH_MOUTH_CORNERS[0]] + mv[MESH_MOUTH_CORNERS[1]]) / 2
+    v_brow = float(np.mean(mv[list(MESH_RIGHT_BROW) + list(MESH_LEFT_BROW)]))
+    face_w = max(abs(float(mu[left] - mu[right])), 1.0)
+    ur = u - float(mu[left] + mu[right]) / 2
+    return FaceFrame(v, ur, v_top, v_brow, v_mouth, v_chin, face_w, max(v_chin - v_top, 1.0),
+                     above_mouth=v < v_mouth, above_chin=v < v_chin)
+
+
+def pixel_features(rgb: np.ndarray) -> np.ndarray:
+    """(h*w, 4) colour features: Lab of a lightly smoothed crop and local contrast (hair is
+    textured, skin and most clothes are smooth)."""
+    smooth = cv2.GaussianBlur(rgb, (0, 0), 1.0)
+    lab = cv2.cvtColor(smooth.astype(np.float32) / 255.0, cv2.COLOR_RGB2LAB)
+    grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32) * (100.0 / 255.0)
+    texture = np.sqrt(np.clip(cv2.blur(grey * grey, (5, 5)) - cv2.blur(grey, (5, 5)) ** 2,
+                              0, None))
+    return np.concatenate([lab, texture[:, :, None]], axis=2).reshape(-1, 4)
+
+
+class _Pixels:
+    """The crop's colour features, and the candidate pixels (person or face oval) that the
+    colour models score."""
+
+    def __init__(self, rgb: np.ndarray, cand: np.ndarray):
+        self.shape = cand.shape
+        self.feats = pixel_features(rgb)
+        self.cand = cand
+        self.cand_idx = np.flatnonzero(cand.ravel())
+        self.x = self.feats[self.cand_idx]
+
+    def on_cand(self, values: np.ndarray, fill: float) -> np.ndarray:
+        """An image holding ``values`` (one per candidate) at the candidates, ``fill`` elsewhere."""
+        full = np.full(self.cand.size, fill, np.float64)
+        full[self.cand_idx] = values
+        return full.reshape(self.shape)
+
+    def fit(self, mask: np.ndarray, k: int = 1) -> _Gaussian | _Mixture | None:
+        """A colour model of the pixels in ``mask`` (``k`` Gaussians); None if too few."""
+        if mask.sum() < _MIN_SAMPLES:
+            return None
+        samples = self.feats[mask.ravel()]
+        return _Gaussian(samples) if k == 1 else _Mixture(samples, k)
+
+
+@dataclass(frozen=True)
+class _Scene:
+    """What every step looks at: the mesh's parts, the face frame and the pixels."""
+
+    parts: MeshParts
+    frame: FaceFrame
+    pixels: _Pixels
+    person: np.ndarray
+    outside: np.ndarray  # person pixels outside the face oval
+    dist_oval: np.ndarray  # distance to the face oval, pixels
+
+
+# ---- colour models -------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Skin:
+    model: _Gaussian | None  # of the cheeks
+    d2: np.ndarray  # squared Mahalanobis distance to the cheeks' colour (inf: not scored)
+    shadow: np.ndarray  # skin chroma, darker: skin in shadow
+    forehead_d2: np.ndarray  # distance to the forehead's own colour (its lighting differs)
+
+    @property
+    def not_skin(self) -> np.ndarray:
+        return self.d2 > _FAR_CHI2
+
+
+def _cheek_samples(clear: np.ndarray, oval: np.ndarray, frame: FaceFrame) -> np.ndarray:
+    """The cheeks, from the oval's inside ``clear`` of the features (fallbacks if too few)."""
+    cheeks = clear & (frame.v > CHEEK_TOP * frame.v_mouth) & frame.above_mouth
+    if cheeks.sum() < _MIN_SAMPLES:
+        cheeks = clear
+    if cheeks.sum() < _MIN_SAMPLES:
+        cheeks = oval
+    return cheeks
+
+
+def _shadow_skin(pixels: _Pixels, model: _Gaussian) -> np.ndarray:
+    """Skin in shadow (under the chin): the cheeks' hue, some saturation, not brighter (shading
+    deepens skin's colour)."""
+    x = pixels.x
+    ma, mb = float(model.mean[1]), float(model.mean[2])
+    hue_diff = np.abs(np.angle((x[:, 1] + 1j * x[:, 2]) / (ma + 1j * mb + 1e-6)))
+    return pixels.on_cand((hue_diff < np.radians(SHADOW_HUE))
+                          & (np.hypot(x[:, 1], x[:, 2]) > SHADOW_CHROMA * np.hypot(ma, mb))
+                          & (x[:, 0] < model.mean[0] + SHADOW_LIGHTNESS), 0) > 0
+
+
+def _skin_colour(scene: _Scene) -> _Skin:
+    """The skin model from the cheeks (inside the oval, away from the features), and the
+    forehead's from the skin-coloured part of the forehead."""
+    parts, frame, pixels = scene.parts, scene.frame, scene.pixels
+    features = _morph(parts.eyes | parts.brows | parts.nose | parts.lips, cv2.MORPH_DILATE,
+                      FEATURE_MARGIN * frame.face_w)
+    clear = _morph(parts.oval, cv2.MORPH_ERODE, CHEEK_INSET * frame.face_w) & ~features
+    cheeks = _cheek_samples(clear, parts.oval, frame)
+    if cheeks.sum() < MIN_SKIN_SAMPLES:
+        unscored = np.full(pixels.shape, np.inf)
+        return _Skin(None, unscored, np.zeros(pixels.shape, bool), unscored)
+    model = _Gaussian(pixels.feats[cheeks.ravel()])
+    d2 = pixels.on_cand(model.maha(pixels.x), np.inf)
+    forehead = clear & (frame.v < frame.v_brow - FOREHEAD_SAMPLE_GAP * frame.face_h) & (
+        d2 < _FAR_CHI2)
+    forehead_model = pixels.fit(forehead)
+    forehead_d2 = pixels.on_cand(forehead_model.maha(pixels.x), np.inf) if forehead_model else d2
+    return _Skin(model, d2, _shadow_skin(pixels, model), forehead_d2)
+
+
+def _ear_zone(scene: _Scene) -> np.ndarray:
+    """Beside the face between brow and mouth height, near the oval's sides."""
+    frame = scene.frame
+    return (scene.outside & (frame.v > frame.v_brow)
+            & (frame.v < frame.v_mouth + EAR_DEPTH * frame.face_h)
+            & (scene.dist_oval < EAR_REACH * frame.face_w)
+            & (np.abs(frame.ur) > EAR_OFFSET * frame.face_w))
+
+
+def _hair_samples(scene: _Scene, not_skin: np.ndarray, ear_zone: np.ndarray) -> np.ndarray:
+    """Just outside the upper oval, not skin-coloured (not where the ears are: they are often
+    darker or shinier than the cheeks)."""
+    frame = scene.frame
+    return (scene.outside & (frame.v < HAIR_SAMPLE_LOW * frame.v_mouth)
+            & (scene.dist_oval < HAIR_SAMPLE_REACH * frame.face_h) & not_skin & ~ear_zone)
+
+
+def _cloth_samples(scene: _Scene, not_skin: np.ndarray, hair_mass: np.ndarray) -> np.ndarray:
+    """The lower middle of what is visible below the chin, minus the hair mass."""
+    frame, person = scene.frame, scene.person
+    band = (person & (frame.v > frame.v_chin + CLOTH_DEPTH * frame.face_h) & not_skin
+            & ~hair_mass & (np.abs(frame.ur) < CLOTH_HALF_WIDTH * frame.face_w))
+    if band.sum() >= 2 * _MIN_SAMPLES:
+        return band & (frame.v >= np.median(frame.v[band]))
+    return person & (frame.v > frame.v_chin) & not_skin & ~hair_mass
+
+
+@dataclass(frozen=True)
+class _Colours:
+    """The colour models' log-likelihoods, and the samples they were fitted on."""
+
+    skin: _Skin
+    skin_ll: np.ndarray
+    hair_model: _Mixture | _Gaussian | None
+    hair_ll: np.ndarray
+    hair_band: np.ndarray  # hair samples
+    hair_mass: np.ndarray  # hair-coloured pixels that hang together with the hair samples
+    cloth_model: _Mixture | _Gaussian | None
+    cloth_band: np.ndarray  # clothes samples
+    ear_zone: np.ndarray
+
+
+def _colour_models(scene: _Scene) -> _Colours:
+    """Skin, then hair (from pixels that are not skin), then clothes (neither skin nor hair)."""
+    pixels = scene.pixels
+    skin = _skin_colour(scene)
+    not_skin = skin.not_skin
+    ear_zone = _ear_zone(scene)
+    hair_band = _hair_samples(scene, not_skin, ear_zone)
+    hair_model = pixels.fit(hair_band, k=HAIR_COMPONENTS)
+    skin_ll = (np.where(pixels.cand, -0.5 * (skin.d2 + skin.model.logdet), _NEVER) if skin.model
+               else np.full(pixels.shape, _NEVER))
+    other_ll = -0.5 * (_OUTLIER_CHI2 + (skin.model.logdet if skin.model else 0.0))
+    if hair_model is not None:
+        hair_ll = pixels.on_cand(hair_model.loglik(pixels.x), _NEVER)
+        hair_mass = _keep_components(scene.outside & (hair_ll > skin_ll) & (hair_ll > other_ll),
+                                     seed=hair_band)
+    else:
+        hair_ll = np.full(pixels.shape, _NEVER)
+        hair_mass = np.zeros(pixels.shape, bool)
+    cloth_band = _cloth_samples(scene, not_skin, hair_mass)
+    h, w = pixels.shape
+    # a handful of stray pixels makes a model that steals hair: demand a real sample
+    enough = cloth_band.sum() >= max(3 * _MIN_SAMPLES, CLOTH_MIN_SHARE * h * w)
+    cloth_model = pixels.fit(cloth_band, k=CLOTH_COMPONENTS) if enough else None
+    return _Colours(skin, skin_ll, hair_model, hair_ll, hair_band, hair_mass, cloth_model,
+                    cloth_band, ear_zone)
+
+
+# ---- classes -------------------------------------------------------------------------------
+def _log_likelihoods(pixels: _Pixels, colours: _Colours) -> np.ndarray:
+    """(4, h, w) log-likelihood of skin / hair / clothes / other. The outlier class: colours
+    no model explains (props, unsampled clothes); it counts as clothes below the mouth and as
+    hair above."""
+    h, w = pixels.shape
+    logp = np.full((4, h, w), _NEVER, np.float64)
+    logp[_SKIN], logp[_HAIR] = colours.skin_ll, colours.hair_ll
+    if colours.cloth_model is not None:
+        logp[_CLOTH] = pixels.on_cand(colours.cloth_model.loglik(pixels.x), _NEVER)
+    logdets = [m.logdet for m in (colours.skin.model, colours.hair_model, colours.cloth_model)
+               if m is not None]
+    logp[_OTHER] = np.where(pixels.cand, -0.5 * (_OUTLIER_CHI2 + float(np.median(logdets)))
+                            if logdets else 0.0, _NEVER)
+    return logp
+
+
+def _add_position_priors(logp: np.ndarray, frame: FaceFrame, neck_depth: float) -> None:
+    """Hair fades out below the chin, clothes above it; the neck right below the chin is skin
+    far more often than clothes."""
+    v, v_chin, face_h = frame.v, frame.v_chin, frame.face_h
+    below = np.clip((v - v_chin) / face_h, 0, None)
+    logp[_HAIR] -= HAIR_LENGTH_PENALTY * np.clip(below - HAIR_LENGTH, 0, None)
+    logp[_CLOTH] -= CLOTH_RISE_PENALTY * np.clip((v_chin - v) / face_h, 0, None)
+    neck_prior = NECK_PRIOR * np.clip(1.0 - (v - v_chin) / (neck_depth * face_h), 0, 1)
+    logp[_SKIN] += np.where(~frame.above_chin & (np.abs(frame.ur) < NECK_MIDDLE * frame.face_w),
+                            neck_prior, 0.0)
+
+
+@dataclass(frozen=True)
+class _Classes:
+    post: np.ndarray  # (4, h, w) smoothed posteriors
+    cls: np.ndarray  # the likeliest class
+    skin: np.ndarray  # skin class, not too far from the cheeks' colour
+    shadow_skin: np.ndarray
+    hairish: np.ndarray  # hair class
+
+
+def _classify(scene: _Scene, colours: _Colours, neck_depth: float) -> _Classes:
+    """Posteriors of the colour classes with position priors, blurred for spatial coherence."""
+    logp = _log_likelihoods(scene.pixels, colours)
+    _add_position_priors(logp, scene.frame, neck_depth)
+    logp -= logp.max(0, keepdims=True)
+    post = np.exp(logp)
+    post /= post.sum(0, keepdims=True)
+    sigma = max(MIN_POSTERIOR_BLUR, POSTERIOR_BLUR * scene.frame.face_w)
+    post = np.stack([cv2.GaussianBlur(p.astype(np.float32), (0, 0), sigma) for p in post])
+    cls = post.argmax(0)
+    return _Classes(post, cls, (cls == _SKIN) & (colours.skin.d2 < SKIN_MAX_CHI2),
+                    colours.skin.shadow, cls == _HAIR)
+
+
+# ---- regions outside the oval --------------------------------------------------------------
+def _forehead(scene: _Scene, colours: _Colours, classes: _Classes) -> np.ndarray:
+    """Forehead / bald scalp right above the oval's top edge, joined to the oval (a high
+    forehead or a bald head reaches far up; otherwise skin-coloured pixels up there are mostly
+    blond hair, so only a thin band is allowed)."""
+    frame, outside, oval = scene.frame, scene.outside, scene.parts.oval
+    v, ur, face_h, face_w = frame.v, frame.ur, frame.face_h, frame.face_w
+    skinlike = (outside & classes.skin & (classes.post[_SKIN] > FOREHEAD_MIN_POSTERIOR)
+                & (colours.skin.forehead_d2 < FOREHEAD_MAX_CHI2))
+    crown = (outside & (v > frame.v_top - CROWN_HEIGHT * face_h) & (v < frame.v_top)
+             & (np.abs(ur) < CROWN_HALF_WIDTH * face_w))
+    bald = crown.sum() > _MIN_SAMPLES and (skinlike & crown).sum() > BALD_SHARE * crown.sum()
+    reach = BALD_REACH if bald else FOREHEAD_REACH
+    forehead = (skinlike & (v < FOREHEAD_LOW * frame.v_mouth)
+                & (np.abs(ur) < FOREHEAD_HALF_WIDTH * face_w) & (v > frame.v_top - reach * face_h))
+    return _keep_components(forehead | oval, seed=oval) & ~oval
+
+
+def _ears(scene: _Scene, ear_zone: np.ndarray, classes: _Classes,
+          forehead: np.ndarray) -> np.ndarray:
+    """Skin in the ear zone, the two biggest pieces, grown a little into shaded skin of the
+    same zone (the ear's rim and bowl)."""
+    frame = scene.frame
+    skin, shadow = classes.skin, classes.shadow_skin
+    ears = _morph(ear_zone & (skin | shadow & ~classes.hairish) & ~forehead, cv2.MORPH_OPEN,
+                  EAR_OPENING * frame.face_w)
+    ears = _keep_components(ears, min_area=int(EAR_MIN_AREA * frame.face_w * frame.face_h),
+                            largest=2)
+    return _morph(ears, cv2.MORPH_DILATE, EAR_GROWTH * frame.face_w) & ear_zone & (
+        ears | skin | shadow)
+
+
+def _neck_zone(scene: _Scene, neck_depth: float) -> np.ndarray:
+    """Below the mouth, about a face wide, down to ``neck_depth`` face heights below the chin."""
+    frame = scene.frame
+    return (scene.outside & ~frame.above_mouth
+            & (np.abs(frame.ur) < NECK_HALF_WIDTH * frame.face_w)
+            & (frame.v < frame.v_chin + neck_depth * frame.face_h))
+
+
+def _neck(scene: _Scene, neck_zone: np.ndarray, classes: _Classes,
+          ears: np.ndarray) -> np.ndarray:
+    """Skin (or shadowed skin near the middle) in the neck zone, starting right below the chin.
+    Right under the chin, in the middle, is the neck in shadow whatever its colour (it can be
+    as dark as the hair) unless it looks like the clothes."""
+    frame = scene.frame
+    v, ur, face_w = frame.v, frame.ur, frame.face_w
+    under_chin = ((v < frame.v_chin + UNDER_CHIN_DEPTH * frame.face_h)
+                  & (np.abs(ur) < UNDER_CHIN_HALF_WIDTH * face_w) & (classes.cls != _CLOTH))
+    neck = neck_zone & (classes.skin | classes.shadow_skin & (np.abs(ur) < NECK_MIDDLE * face_w)
+                        | under_chin)
+    neck &= ~ears
+    neck = _morph(neck, cv2.MORPH_OPEN, NECK_OPENING * face_w)
+    neck = _morph(neck, cv2.MORPH_CLOSE, NECK_CLOSING * face_w) & neck_zone  # shadow under jaw
+    return _keep_components(neck, seed=neck_zone & (v < frame.v_chin + NECK_SEED_DEPTH
+                                                    * frame.face_h))
+
+
+def _hair_columns(frame: FaceFrame, band: np.ndarray) -> np.ndarray:
+    """The pixels in the columns (across the face) where ``band`` has hair, widened a little."""
+    ur = frame.ur
+    lo, hi = float(ur.min()), float(ur.max()) + 1e-6
+    bins = np.clip(((ur - lo) / (hi - lo) * HAIR_COLUMNS).astype(np.int32), 0, HAIR_COLUMNS - 1)
+    cols = np.bincount(bins[band], minlength=HAIR_COLUMNS) >= max(
+        2.0, HAIR_COLUMN_MIN * frame.face_h)
+    grow = max(1, int(round(HAIR_COLUMN_GROWTH * frame.face_w / ((hi - lo) / HAIR_COLUMNS))))
+    cols = np.convolve(cols.astype(np.float32), np.ones(2 * grow + 1), "same") > 0
+    return cols[bins]
+
+
+def _hair(scene: _Scene, classes: _Classes, rest: np.ndarray) -> np.ndarray:
+    """Above the mouth every non-skin person pixel (hats and clips included); lower,
+    hair-coloured pixels that hang together with the hair above and fall in the columns where
+    there is hair beside the jaw."""
+    frame = scene.frame
+    hair_top = rest & frame.above_mouth & ~classes.skin
+    hair_jaw = rest & ~frame.above_mouth & frame.above_chin & (
+        classes.hairish | (classes.cls == _OTHER))
+    band = (hair_top | hair_jaw) & (frame.v > frame.v_mouth - JAW_HAIR_RISE * frame.face_h)
+    hair_low = rest & ~frame.above_chin & classes.hairish & _hair_columns(frame, band)
+    hair = _morph(hair_top | hair_jaw | hair_low, cv2.MORPH_OPEN, HAIR_OPENING * frame.face_w)
+    h, w = hair.shape
+    return _keep_components(hair, seed=hair_top & (scene.dist_oval
+                                                   < HAIR_SEED_REACH * frame.face_h),
+                            min_area=int(HAIR_MIN_AREA * h * w))
+
+
+def _side_face(scene: _Scene, classes: _Classes, left: np.ndarray) -> np.ndarray:
+    """Skin joined to the oval above the chin (temples, sideburn skin)."""
+    frame, oval = scene.frame, scene.parts.oval
+    side_face = (left & classes.skin & frame.above_chin & (frame.v > frame.v_brow)
+                 & (scene.dist_oval < SIDE_FACE_REACH * frame.face_w))
+    return _keep_components(side_face | oval, seed=oval) & ~oval
+
+
+def _body(body: np.ndarray, neck: np.ndarray, hair: np.ndarray) -> np.ndarray:
+    """Drop small islands (segmentation speckles in the background) that touch neither the
+    neck, the hair nor a big body part."""
+    h, w = body.shape
+    joined = _keep_components(body, seed=_morph(neck | hair, cv2.MORPH_DILATE, BODY_SEED_GROWTH),
+                              min_area=0)
+    return joined | _keep_components(body, min_area=int(BODY_MIN_AREA * h * w))
+
+
+def _fringe(scene: _Scene, colours: _Colours, classes: _Classes,
+            hair: np.ndarray) -> np.ndarray:
+    """Hair over the oval (fringe, temples): clearly-not-skin, hair-coloured pixels above the
+    brows that join the hair outside."""
+    if colours.hair_model is None:
+        return np.zeros(hair.shape, bool)
+    frame, parts = scene.frame, scene.parts
+    brow_zone = _morph(parts.brows, cv2.MORPH_DILATE, FRINGE_BROW_MARGIN * frame.face_w)
+    fringe = (parts.oval & (frame.v < frame.v_brow) & classes.hairish & colours.skin.not_skin
+              & ~brow_zone)
+    return _keep_components(fringe | hair, seed=hair) & fringe
+
+
+def mouth_is_open(mesh: np.ndarray) -> bool:
+    """Whether the inner lip edges are apart by more than OPEN_MOUTH of the mouth's width."""
+    gap = np.mean([np.linalg.norm(mesh[a] - mesh[b]) for a, b in LIP_GAP_PAIRS])
+    width = float(np.linalg.norm(mesh[MESH_MOUTH_CORNERS[0]] - mesh[MESH_MOUTH_CORNERS[1]]))
+    return bool(gap > OPEN_MOUTH * width)
+
+
 class MediaPipeParser:
     """``FaceParser`` built from MediaPipe's face mesh and selfie segmentation."""
 
@@ -238,245 +738,42 @@ class MediaPipeParser:
     # ------------------------------------------------------------------------------------
     def label(self, rgb: np.ndarray, mesh: np.ndarray, person: np.ndarray) -> np.ndarray:
         """The label map from a crop, its (468, 2) mesh and its boolean person mask."""
-        h, w = rgb.shape[:2]
-        shape = (h, w)
-        out = np.zeros(shape, np.uint8)
-
-        def poly(idx: tuple[int, ...]) -> np.ndarray:
-            return _poly(shape, mesh[list(idx)])
-
-        def disk_op(mask: np.ndarray, op: int, radius: float) -> np.ndarray:
-            return cv2.morphologyEx(mask.astype(np.uint8), op, _disk(radius)).astype(bool)
-
-        oval = poly(MESH_FACE_OVAL)
-        eyes = poly(MESH_RIGHT_EYE) | poly(MESH_LEFT_EYE)
-        brows = poly(MESH_RIGHT_BROW) | poly(MESH_LEFT_BROW)
-        nose = poly(MESH_NOSE)
-        lips_outer = poly(MESH_LIPS_OUTER)
-        inner = poly(MESH_LIPS_INNER)
-
-        # ---- face frame: origin between the eyes, u along the eye line, v down the face
-        eye_r = mesh[list(MESH_RIGHT_EYE)].mean(0)
-        eye_l = mesh[list(MESH_LEFT_EYE)].mean(0)
-        ex = eye_l - eye_r  # subject's right eye to left eye: image right on an upright face
-        ex /= max(float(np.linalg.norm(ex)), 1e-6)
-        ey = np.array([-ex[1], ex[0]])
-        origin = (eye_r + eye_l) / 2
-        yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-        u = (xx - origin[0]) * ex[0] + (yy - origin[1]) * ex[1]
-        v = (xx - origin[0]) * ey[0] + (yy - origin[1]) * ey[1]
-        mu = (mesh - origin) @ ex
-        mv = (mesh - origin) @ ey
-        v_top, v_chin = float(mv[10]), float(mv[152])
-        v_mouth = float(mv[61] + mv[291]) / 2
-        v_brow = float(np.mean(mv[list(MESH_RIGHT_BROW) + list(MESH_LEFT_BROW)]))
-        face_h = max(v_chin - v_top, 1.0)
-        face_w = max(abs(float(mu[454] - mu[234])), 1.0)
-        ur = u - float(mu[454] + mu[234]) / 2  # across the face, from its middle
-        above_mouth, above_chin = v < v_mouth, v < v_chin
-
-        # ---- pixel features: Lab of a lightly smoothed crop + local contrast (hair is
-        # textured, skin and most clothes are smooth)
-        smooth = cv2.GaussianBlur(rgb, (0, 0), 1.0)
-        lab = cv2.cvtColor(smooth.astype(np.float32) / 255.0, cv2.COLOR_RGB2LAB)
-        grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32) * (100.0 / 255.0)
-        texture = np.sqrt(np.clip(cv2.blur(grey * grey, (5, 5)) - cv2.blur(grey, (5, 5)) ** 2,
-                                  0, None))
-        feats = np.concatenate([lab, texture[:, :, None]], axis=2).reshape(-1, 4)
-        cand = person | oval
-        cand_idx = np.flatnonzero(cand.ravel())
-        x = feats[cand_idx]
-
-        def on_cand(values: np.ndarray, fill: float) -> np.ndarray:
-            full = np.full(h * w, fill, np.float64)
-            full[cand_idx] = values
-            return full.reshape(shape)
-
-        def fit(mask: np.ndarray, k: int = 1) -> _Gaussian | _Mixture | None:
-            if mask.sum() < _MIN_SAMPLES:
-                return None
-            return _Gaussian(feats[mask.ravel()]) if k == 1 else _Mixture(feats[mask.ravel()], k)
-
-        # ---- skin: the cheeks (inside the oval, away from the features)
-        features = disk_op(eyes | brows | nose | lips_outer, cv2.MORPH_DILATE, 0.04 * face_w)
-        inner_oval = disk_op(oval, cv2.MORPH_ERODE, 0.05 * face_w)
-        cheeks = inner_oval & ~features & (v > 0.1 * v_mouth) & above_mouth
-        if cheeks.sum() < _MIN_SAMPLES:
-            cheeks = inner_oval & ~features
-        if cheeks.sum() < _MIN_SAMPLES:
-            cheeks = oval
-        skin_model = _Gaussian(feats[cheeks.ravel()]) if cheeks.sum() >= 5 else None
-        outside = person & ~oval
-        if skin_model is not None:
-            skin_d2 = on_cand(skin_model.maha(x), np.inf)
-            # skin in shadow (under the chin): skin chroma, not brighter than the cheeks
-            # (same hue, some saturation, not brighter: shading deepens skin's colour)
-            ma, mb = float(skin_model.mean[1]), float(skin_model.mean[2])
-            hue_diff = np.abs(np.angle((x[:, 1] + 1j * x[:, 2]) / (ma + 1j * mb + 1e-6)))
-            shadow_skin = on_cand((hue_diff < np.radians(15.0))
-                                  & (np.hypot(x[:, 1], x[:, 2]) > 0.5 * np.hypot(ma, mb))
-                                  & (x[:, 0] < skin_model.mean[0] + 5.0), 0) > 0
-            # the forehead's own colour (its lighting differs from the cheeks')
-            fh = inner_oval & ~features & (v < v_brow - 0.03 * face_h) & (skin_d2 < _FAR_CHI2)
-            fh_model = fit(fh)
-            forehead_d2 = on_cand(fh_model.maha(x), np.inf) if fh_model else skin_d2
-        else:
-            skin_d2 = np.full(shape, np.inf)
-            shadow_skin = np.zeros(shape, bool)
-            forehead_d2 = skin_d2
-        not_skin = skin_d2 > _FAR_CHI2
-
-        # ---- hair: just outside the upper oval, not skin-coloured
-        dist_oval = cv2.distanceTransform((~oval).astype(np.uint8), cv2.DIST_L2, 3)
-        # (not where the ears are: they are often darker or shinier than the cheeks)
-        ear_zone = (outside & (v > v_brow) & (v < v_mouth + 0.1 * face_h)
-                    & (dist_oval < 0.16 * face_w) & (np.abs(ur) > 0.3 * face_w))
-        hair_band = (outside & (v < 0.5 * v_mouth) & (dist_oval < 0.25 * face_h) & not_skin
-                     & ~ear_zone)
-        hair_model = fit(hair_band, k=2)
-
-        # ---- clothes: the lower middle of what is visible below the chin, minus the hair
-        # mass (hair-coloured pixels hanging together with the hair band)
-        skin_ll = (np.where(cand, -0.5 * (skin_d2 + skin_model.logdet), -1e9) if skin_model
-                   else np.full(shape, -1e9))
-        other_ll = -0.5 * (_OUTLIER_CHI2 + (skin_model.logdet if skin_model else 0.0))
-        if hair_model is not None:
-            hair_ll = on_cand(hair_model.loglik(x), -1e9)
-            hair_mass = _keep_components(outside & (hair_ll > skin_ll) & (hair_ll > other_ll),
-                                         seed=hair_band)
-        else:
-            hair_ll = np.full(shape, -1e9)
-            hair_mass = np.zeros(shape, bool)
-        cloth_band = (person & (v > v_chin + 0.25 * face_h) & not_skin & ~hair_mass
-                      & (np.abs(ur) < 0.6 * face_w))
-        if cloth_band.sum() >= 2 * _MIN_SAMPLES:
-            cloth_band &= v >= np.median(v[cloth_band])
-        else:
-            cloth_band = person & (v > v_chin) & not_skin & ~hair_mass
-        # a handful of stray pixels makes a model that steals hair: demand a real sample
-        cloth_model = fit(cloth_band, k=3) if cloth_band.sum() >= max(
-            3 * _MIN_SAMPLES, 0.01 * h * w) else None
-
-        # ---- posteriors of skin / hair / clothes / other, with position priors, smoothed
-        logp = np.full((4, h, w), -1e9, np.float64)
-        logp[_SKIN], logp[_HAIR] = skin_ll, hair_ll
-        if cloth_model is not None:
-            logp[_CLOTH] = on_cand(cloth_model.loglik(x), -1e9)
-        # the outlier class: colours no model explains (props, unsampled clothes); it counts
-        # as clothes below the mouth and as hair above
-        logdets = [m.logdet for m in (skin_model, hair_model, cloth_model) if m is not None]
-        logp[_OTHER] = np.where(cand, -0.5 * (_OUTLIER_CHI2 + float(np.median(logdets)))
-                                if logdets else 0.0, -1e9)
-        below = np.clip((v - v_chin) / face_h, 0, None)
-        logp[_HAIR] -= 3.0 * np.clip(below - 0.3, 0, None)
-        logp[_CLOTH] -= 4.0 * np.clip((v_chin - v) / face_h, 0, None)
-        # the neck right below the chin is skin far more often than clothes
-        neck_prior = 2.0 * np.clip(1.0 - (v - v_chin) / (self.neck_depth * face_h), 0, 1)
-        logp[_SKIN] += np.where(~above_chin & (np.abs(ur) < 0.4 * face_w), neck_prior, 0.0)
-        logp -= logp.max(0, keepdims=True)
-        post = np.exp(logp)
-        post /= post.sum(0, keepdims=True)
-        sigma = max(0.8, 0.008 * face_w)
-        post = np.stack([cv2.GaussianBlur(p.astype(np.float32), (0, 0), sigma) for p in post])
-        cls = post.argmax(0)
-        skin = (cls == _SKIN) & (skin_d2 < 4 * _FAR_CHI2)
-        hairish = cls == _HAIR
-
-        # ---- skin zones outside the oval
-        # forehead / bald scalp right above the oval's top edge, joined to the oval
-        # (a high forehead or a bald head reaches far up; otherwise skin-coloured pixels up
-        # there are mostly blond hair, so only a thin band is allowed)
-        skinlike = outside & skin & (post[_SKIN] > 0.7) & (forehead_d2 < 9.0)
-        crown = outside & (v > v_top - 0.25 * face_h) & (v < v_top) & (np.abs(ur) < 0.3 * face_w)
-        bald = crown.sum() > _MIN_SAMPLES and (skinlike & crown).sum() > 0.8 * crown.sum()
-        reach = 0.45 if bald else 0.12
-        forehead = (skinlike & (v < 0.25 * v_mouth) & (np.abs(ur) < 0.55 * face_w)
-                    & (v > v_top - reach * face_h))
-        forehead = _keep_components(forehead | oval, seed=oval) & ~oval
-        # ears: skin beside the face between brow and mouth height, near the oval's sides
-        ears = disk_op(ear_zone & (skin | shadow_skin & ~hairish) & ~forehead, cv2.MORPH_OPEN,
-                       0.02 * face_w)
-        ears = _keep_components(ears, min_area=int(0.004 * face_w * face_h), largest=2)
-        # grow a little into shaded skin of the same zone (the ear's rim and bowl)
-        ears = disk_op(ears, cv2.MORPH_DILATE, 0.03 * face_w) & ear_zone & (
-            ears | skin | shadow_skin)
-        # neck: skin (or shadowed skin near the middle) below the mouth, about a face wide,
-        # down to neck_depth face heights below the chin, starting right below the chin
-        neck_zone = (outside & ~above_mouth & (np.abs(ur) < 0.52 * face_w)
-                     & (v < v_chin + self.neck_depth * face_h))
-        # right under the chin, in the middle, is the neck in shadow whatever its colour
-        # (it can be as dark as the hair) unless it looks like the clothes
-        under_chin = ((v < v_chin + 0.18 * face_h) & (np.abs(ur) < 0.35 * face_w)
-                      & (cls != _CLOTH))
-        neck = neck_zone & (skin | shadow_skin & (np.abs(ur) < 0.4 * face_w) | under_chin)
-        neck &= ~ears
-        neck = disk_op(neck, cv2.MORPH_OPEN, 0.02 * face_w)
-        neck = disk_op(neck, cv2.MORPH_CLOSE, 0.05 * face_w) & neck_zone  # shadow under jaw
-        neck = _keep_components(neck, seed=neck_zone & (v < v_chin + 0.3 * face_h))
-
-        # ---- hair: above the mouth every non-skin person pixel (hats and clips included);
-        # lower, hair-coloured pixels that hang together with the hair above and fall in the
-        # columns where there is hair beside the jaw
-        rest = outside & ~forehead & ~ears & ~neck
-        hair_top = rest & above_mouth & ~skin
-        hair_jaw = rest & ~above_mouth & above_chin & (hairish | (cls == _OTHER))
-        band = (hair_top | hair_jaw) & (v > v_mouth - 0.1 * face_h)
-        nbins = 64
-        lo, hi = float(ur.min()), float(ur.max()) + 1e-6
-        bins = np.clip(((ur - lo) / (hi - lo) * nbins).astype(np.int32), 0, nbins - 1)
-        cols = np.bincount(bins[band], minlength=nbins) >= max(2.0, 0.01 * face_h)
-        grow = max(1, int(round(0.08 * face_w / ((hi - lo) / nbins))))
-        cols = np.convolve(cols.astype(np.float32), np.ones(2 * grow + 1), "same") > 0
-        hair_low = rest & ~above_chin & hairish & cols[bins]
-        hair = disk_op(hair_top | hair_jaw | hair_low, cv2.MORPH_OPEN, 0.012 * face_w)
-        hair = _keep_components(hair, seed=hair_top & (dist_oval < 0.12 * face_h),
-                                min_area=int(0.0015 * h * w))
-
-        # ---- what is left: skin joined to the oval above the chin (temples, sideburn skin)
-        # is face; the rest is body below the mouth and hair above it
+        shape = rgb.shape[:2]
+        parts = mesh_parts(mesh, shape)
+        scene = _Scene(parts, face_frame(mesh, shape), _Pixels(rgb, person | parts.oval),
+                       person, person & ~parts.oval,
+                       cv2.distanceTransform((~parts.oval).astype(np.uint8), cv2.DIST_L2, 3))
+        colours = _colour_models(scene)
+        classes = _classify(scene, colours, self.neck_depth)
+        forehead = _forehead(scene, colours, classes)
+        ears = _ears(scene, colours.ear_zone, classes, forehead)
+        neck_zone = _neck_zone(scene, self.neck_depth)
+        neck = _neck(scene, neck_zone, classes, ears)
+        rest = scene.outside & ~forehead & ~ears & ~neck
+        hair = _hair(scene, classes, rest)
+        # what is left: skin joined to the oval above the chin is face; the rest is body below
+        # the mouth and hair above it
         left = rest & ~hair
-        side_face = left & skin & above_chin & (v > v_brow) & (dist_oval < 0.1 * face_w)
-        side_face = _keep_components(side_face | oval, seed=oval) & ~oval
+        side_face = _side_face(scene, classes, left)
         left &= ~side_face
-        body = left & ~above_mouth
-        hair |= left & above_mouth
-        # body: drop small islands (segmentation speckles in the background) that touch
-        # neither the neck, the hair nor a big body part
-        body = _keep_components(body, seed=disk_op(neck | hair, cv2.MORPH_DILATE, 2),
-                                min_area=0) | _keep_components(body, min_area=int(0.01 * h * w))
-
-        # ---- hair over the oval (fringe, temples): clearly-not-skin, hair-coloured pixels
-        # above the brows that join the hair outside
-        if hair_model is not None:
-            brow_zone = disk_op(brows, cv2.MORPH_DILATE, 0.03 * face_w)
-            fringe = oval & (v < v_brow) & hairish & not_skin & ~brow_zone
-            fringe = _keep_components(fringe | hair, seed=hair) & fringe
-        else:
-            fringe = np.zeros(shape, bool)
-
+        hair |= left & scene.frame.above_mouth
+        body = _body(left & ~scene.frame.above_mouth, neck, hair)
+        fringe = _fringe(scene, colours, classes, hair)
         if self.debug is not None:
-            self.debug.update(cls=cls, person=person, skin=skin, shadow_skin=shadow_skin,
-                              skin_d2=skin_d2, hair=hair, neck=neck, ears=ears, post=post,
-                              hair_band=hair_band, cloth_band=cloth_band, forehead=forehead,
-                              neck_zone=neck_zone, body=body, side_face=side_face,
-                              hair_mass=hair_mass)
-
-        # ---- paint, back to front
-        out[body] = Region.BODY
-        out[neck] = Region.NECK
-        out[hair] = Region.HAIR
-        out[ears] = Region.EAR
-        out[forehead | side_face | oval] = Region.FACE
-        out[fringe] = Region.HAIR
-        out[nose] = Region.NOSE
-        out[brows] = Region.BROW
-        out[eyes] = Region.EYE
-        out[lips_outer] = Region.LIP
-        # inner mouth: only when the mouth is open. The mesh's inner contour keeps some area
-        # even with closed lips, so measure the gap between the inner lip edges instead
-        # (closed: < 0.06 of the mouth width on the sample faces; open: > 0.1).
-        gap = np.mean([np.linalg.norm(mesh[a] - mesh[b]) for a, b in _LIP_GAP_PAIRS])
-        width = float(np.linalg.norm(mesh[MESH_MOUTH_CORNERS[0]] - mesh[MESH_MOUTH_CORNERS[1]]))
-        if gap > _OPEN_MOUTH * width and inner.sum() > 4:
-            out[inner] = Region.TOOTH
+            self.debug.update(cls=classes.cls, person=person, skin=classes.skin,
+                              shadow_skin=classes.shadow_skin, skin_d2=colours.skin.d2,
+                              hair=hair, neck=neck, ears=ears, post=classes.post,
+                              hair_band=colours.hair_band, cloth_band=colours.cloth_band,
+                              forehead=forehead, neck_zone=neck_zone, body=body,
+                              side_face=side_face, hair_mass=colours.hair_mass)
+        # paint, back to front
+        out = np.zeros(shape, np.uint8)
+        for mask, region in ((body, Region.BODY), (neck, Region.NECK), (hair, Region.HAIR),
+                             (ears, Region.EAR), (forehead | side_face | parts.oval, Region.FACE),
+                             (fringe, Region.HAIR), (parts.nose, Region.NOSE),
+                             (parts.brows, Region.BROW), (parts.eyes, Region.EYE),
+                             (parts.lips, Region.LIP)):
+            out[mask] = region
+        if mouth_is_open(mesh) and parts.mouth.sum() > MIN_MOUTH_AREA:
+            out[parts.mouth] = Region.TOOTH
         return out

@@ -7,11 +7,21 @@ import numpy as np
 import pytest
 
 from heser.face.labels import Region
-from heser.face.mediapipe import MESH_LEFT_EYE, MESH_RIGHT_EYE, MediaPipeFace
+from heser.face.mediapipe import (
+    MESH_CHIN,
+    MESH_LEFT_EYE,
+    MESH_MOUTH_CORNERS,
+    MESH_OVAL_TOP,
+    MESH_RIGHT_EYE,
+    MediaPipeFace,
+)
 from heser.face.parse_mediapipe import (
+    LIP_GAP_PAIRS,
     PRODUCED_REGIONS,
     MediaPipeParser,
+    face_frame,
     five_points_from_landmarks,
+    mouth_is_open,
     void_border,
 )
 from tests.conftest import SAMPLE, SHARED
@@ -83,9 +93,9 @@ def test_hair_above_the_forehead(parsed, name):
     crop, face, labels = parsed[name]
     lm = face.landmarks
     assert (labels == Region.HAIR).sum() > 0.03 * labels.size
-    # straight above the top of the face oval (landmark 10) there is hair
-    top = lm[10, :2]
-    chin = lm[152, :2]
+    # straight above the top of the face oval there is hair
+    top = lm[MESH_OVAL_TOP, :2]
+    chin = lm[MESH_CHIN, :2]
     above = top + 0.25 * (top - chin)
     x, y = int(round(above[0])), int(round(above[1]))
     patch = labels[max(y - 3, 0):y + 4, x - 3:x + 4]
@@ -111,7 +121,7 @@ def test_background_at_the_top_corners(parsed, name):
 @pytest.mark.parametrize("name", CROPS)
 def test_neck_below_the_chin(parsed, name):
     _, face, labels = parsed[name]
-    chin = face.landmarks[152, :2]
+    chin = face.landmarks[MESH_CHIN, :2]
     mouth = face.landmarks[13, :2]
     below = chin + 0.25 * (chin - mouth)
     x, y = int(round(below[0])), int(round(below[1]))
@@ -164,3 +174,29 @@ def test_grayscale_crop_parses(backend, parser):
     labels = parser(rgb, face.landmarks, face.scheme)
     assert at(labels, face.landmarks[1]) == Region.NOSE
     assert {Region(int(v)) for v in np.unique(labels)} <= PRODUCED_REGIONS
+
+
+def test_face_frame_turns_with_the_face(parsed):
+    crop, face, _ = parsed["dt_man_E_crop256.png"]
+    mesh = face.landmarks[:, :2].astype(np.float64)
+    h, w = crop.shape[:2]
+    upright = face_frame(mesh, (h, w))
+    assert upright.v_top < upright.v_brow < 0 < upright.v_mouth < upright.v_chin
+    assert 0.5 < upright.face_w / upright.face_h < 1.2
+    # the same face turned a quarter clockwise: pixel (x, y) goes to (h - 1 - y, x)
+    turned = face_frame(np.stack([h - 1 - mesh[:, 1], mesh[:, 0]], axis=1), (w, h))
+    for name in ("v_top", "v_brow", "v_mouth", "v_chin", "face_w", "face_h"):
+        assert getattr(turned, name) == pytest.approx(getattr(upright, name), abs=1e-6), name
+    np.testing.assert_allclose(turned.v, np.rot90(upright.v, -1), atol=1e-3)
+    np.testing.assert_allclose(turned.ur, np.rot90(upright.ur, -1), atol=1e-3)
+
+
+def test_mouth_is_open_from_the_inner_lip_gap(parsed):
+    closed = parsed["dt_woman_D_crop256.png"][1].landmarks[:, :2]
+    assert not mouth_is_open(closed)
+    assert mouth_is_open(parsed["st_woman_B_happy1.png"][1].landmarks[:, :2])
+    # the closed lips parted by a fifth of the mouth's width (the crop is upright: down is +y)
+    parted = closed.copy()
+    width = np.linalg.norm(closed[MESH_MOUTH_CORNERS[0]] - closed[MESH_MOUTH_CORNERS[1]])
+    parted[[lower for _, lower in LIP_GAP_PAIRS], 1] += 0.2 * width
+    assert mouth_is_open(parted)
