@@ -58,8 +58,8 @@ class LocalCluster:
     its processes dies, it ends the others.
     """
 
-    def __init__(self, num_cpus: int = 1, object_store_mb: int = 100):
-        self.num_cpus, self.object_store_mb = num_cpus, object_store_mb
+    def __init__(self, size: int = 2, num_cpus: int = 1, object_store_mb: int = 100):
+        self.size, self.num_cpus, self.object_store_mb = size, num_cpus, object_store_mb
         # Short: Ray's socket paths under it may not exceed 107 bytes.
         self.temp_dir = Path(tempfile.mkdtemp(prefix="hray-", dir="/tmp"))
         self.port = _free_port()
@@ -67,14 +67,14 @@ class LocalCluster:
         self.nodes: list[subprocess.Popen] = []
         self._log_files: list[Any] = []
 
-    def start(self, nodes: int = 2, timeout_s: float = 240) -> LocalCluster:
-        """The head, then ``nodes - 1`` more; returns when all of them are alive."""
+    def start(self, timeout_s: float = 240) -> LocalCluster:
+        """The head, then ``size - 1`` more nodes; returns when all of them are alive."""
         try:
             self._launch(["--head", f"--port={self.port}", f"--temp-dir={self.temp_dir}",
                           "--node-ip-address=127.0.0.1", "--include-dashboard=false",
                           f"--dashboard-port={_free_port()}",
                           f"--ray-client-server-port={_free_port()}"], timeout_s)
-            for _ in range(nodes - 1):
+            for _ in range(self.size - 1):
                 self.add_node(timeout_s)
         except BaseException:
             self.stop()

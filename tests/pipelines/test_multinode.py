@@ -42,7 +42,7 @@ FLOW = {**COMMON, "flow.retries": 1, "flow.retry_delay_s": 0}
 
 @pytest.fixture(scope="module")
 def cluster():
-    with LocalCluster(num_cpus=1, object_store_mb=100) as two_nodes:  # start(nodes=2)
+    with LocalCluster(size=2, num_cpus=1, object_store_mb=100) as two_nodes:
         yield two_nodes
 
 
@@ -97,6 +97,7 @@ def test_sweep_runs_its_trials_on_both_nodes(cluster: LocalCluster, stages_out: 
                                              tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     overrides = {**TINY_BLENDER, "paths.shards": str(stages_out),
+                 "paths.weights": str(stages_out.parent / "weights"),  # fetched by the stages
                  "paths.reports": str(tmp_path / "reports"),
                  "tune.storage": str(tmp_path / "sweeps"), "ray.address": cluster.address,
                  "tune.max_concurrent": 2, "tune.scheduler.name": "fifo",

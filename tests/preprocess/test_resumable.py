@@ -10,10 +10,14 @@ from PIL import Image
 
 from heser.config import Config
 from heser.preprocess.resumable import (
+    RowsFailed,
+    after_failure,
+    batches,
     failed_outcome,
     fetch_weights,
     flow_config,
     plan,
+    process_batch,
     process_video,
     summary_markdown,
 )
@@ -106,3 +110,45 @@ def test_summary_lists_counts_splits_and_rejected_rows(flow_cfg: Config, tmp_pat
     assert "| 2 | 0 | 1 | 1 |" in text  # rows, done, skipped, rejected
     assert "| train | 1 | 1 |" in text
     assert "| images/st_woman_B_happy1.png | failed after 3 attempts: a/b |" in text
+
+
+def test_batches_keep_the_rows_in_order_and_name_their_task(flow_cfg: Config, tmp_path: Path):
+    names = ["dt_man_E_crop256.png", "dt_woman_D_crop256.png", "dt_woman_F_crop256.png",
+             "st_woman_B_happy1.png", "st_woman_C_people_0.png"]
+    rows = [(f"images/{name}", f"person{i}") for i, name in enumerate(names)]
+    jobs, _ = plan(flow_cfg, write_manifest(tmp_path / "m.csv", rows))
+    split = batches(jobs, 2)
+    assert [len(batch.jobs) for batch in split] == [2, 2, 1]
+    assert [job for batch in split for job in batch.jobs] == jobs
+    assert split[0].name == f"{jobs[0].key} +1" and split[2].name == jobs[4].key
+
+
+def test_a_failing_row_fails_its_batch_after_the_others_finished(flow_cfg: Config,
+                                                                 tmp_path: Path):
+    """The batch raises (so the task is retried) only after its other rows left their records;
+    their outcomes are then recovered from the records, as "done" by this run."""
+    bad = ["images/dt_man_E_crop256.png", "man_E", "image", "http://127.0.0.1:9/x", "0" * 64,
+           "", ""]
+    manifest = write_manifest(tmp_path / "m.csv", [(IMAGE[0], "first")], extra=[bad])
+    (good, failing), _ = plan(flow_cfg, manifest)
+    (batch,) = batches([failing, good], 2)
+    with pytest.raises(RowsFailed, match="dt_man_E_crop256.png: .*sha256"):
+        process_batch(batch, flow_cfg, "run-1")
+    recovered = after_failure(good, flow_cfg, "run-1", "failed after 2 attempts")
+    assert recovered.status == "done" and recovered.samples == 1
+    lost = after_failure(failing, flow_cfg, "run-1", "failed after 2 attempts")
+    assert lost.status == "rejected" and lost.rejects[0].reason == "failed after 2 attempts"
+    assert after_failure(good, flow_cfg, "run-2", "x").status == "rejected"  # not this run's
+
+
+def test_records_say_which_run_and_how_many_attempts(flow_cfg: Config, tmp_path: Path):
+    (job,) = plan(flow_cfg, write_manifest(tmp_path / "m.csv", [(IMAGE[0], "attempts")]))[0]
+    attempts = flow_cfg.path(flow_cfg.flow.root) / "attempts" / f"{job.key}.log"
+    attempts.parent.mkdir(parents=True, exist_ok=True)
+    attempts.write_text("run-1 lost-node 123\nrun-0 old-node 7\n")  # a start that died
+    first = process_video(job, flow_cfg, "run-1")
+    assert first.status == "done" and first.node == "local"
+    assert first.attempts == ["lost-node", "local"]  # this run's starts only
+    again = process_video(job, flow_cfg, "run-1")  # re-executed in the same run
+    assert again.status == "done" and again.attempts == first.attempts
+    assert process_video(job, flow_cfg, "run-2").status == "skipped"
