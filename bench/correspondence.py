@@ -37,13 +37,16 @@ from heser.data.media import read_image
 from heser.env import configure_tool_state
 from heser.face.mediapipe import MediaPipeFace
 from heser.face.parse_mediapipe import MediaPipeParser
-from heser.nets.correspondence import color_references, dense_color_references, region_maps
+from heser.nets.correspondence import region_maps, warp_with
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # the dense reference lives with the tests that check against it
+from tests.nets.correspondence_reference import dense_warp_with  # noqa: E402
+
 CROPS = ("images/dt_woman_D_crop256.png", "images/dt_man_E_crop256.png")
 CHANNELS = 64
 TAU = 0.01
-IMPLS = {"region": color_references, "dense": dense_color_references}
+IMPLS = {"region": warp_with, "dense": dense_warp_with}
 
 
 # --------------------------------------------------------------------------------------------

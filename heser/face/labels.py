@@ -2,7 +2,9 @@
 
 A label map is a uint8 HxW array of these ids. The blender (Sec. 3.2) correlates colours only
 within the same region r in {face, hair, eye, nose, lip, tooth, inpainting}; brows count as
-face skin there and ears as face (see ``CORRESPONDENCE_REGIONS``).
+face skin there and ears as face (see ``CORRESPONDENCE_REGIONS``). The head groups cover
+exactly the head mask M^H: the neck and body belong to the target, and only the part of them
+in the inpainting ring takes part.
 """
 
 from __future__ import annotations
@@ -35,10 +37,12 @@ HEAD_REGIONS: tuple[Region, ...] = (
     Region.EAR, Region.HAIR, Region.HAT, Region.GLASSES,
 )
 
-# Semantic regions used by the colour-reference correspondence (eq. 3-5); each HeSer label
-# falls into at most one. Labels outside every group (background, body) take no part.
+# Head regions of the colour-reference correspondence (eq. 4-7): the head-colour reference I^HR
+# is drawn on these labels of I_A from the same group of I_T. Together they are HEAD_REGIONS,
+# each label in one group: I^HR is used only inside M_A^H. Background, neck and body take part
+# only through the inpainting ring M^I, which the region maps lay over the labels.
 CORRESPONDENCE_REGIONS: dict[str, tuple[Region, ...]] = {
-    "face": (Region.FACE, Region.BROW, Region.EAR, Region.NECK),
+    "face": (Region.FACE, Region.BROW, Region.EAR),
     "hair": (Region.HAIR, Region.HAT),
     "eye": (Region.EYE, Region.GLASSES),
     "nose": (Region.NOSE,),

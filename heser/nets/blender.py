@@ -8,7 +8,7 @@ from torch import Tensor, nn
 
 from heser.config import Blender
 from heser.nets.blending_unet import BlendingUNet, blender_input
-from heser.nets.correspondence import color_references, cycle_reference, split_references
+from heser.nets.correspondence import cycle_back, split_references, warp_with
 from heser.nets.fpn import FeaturePyramid
 
 
@@ -29,8 +29,8 @@ class Head2SceneBlender(nn.Module):
         frame I_T' (training), also the cycle through it (eq. 18-19). Inference passes
         ``cycle=False``: the cycle warps only supervise training."""
         f_a, f_t = self.fpn(jittered_animated), self.fpn(flipped_target)
-        reference, _ = color_references(f_a, f_t, regions_animated, regions_target,
-                                        flipped_target, self.tau, self.chunk_size)
+        reference, valid = warp_with(f_a, f_t, regions_animated, regions_target, flipped_target,
+                                     self.tau, self.chunk_size)  # I^R, eq. 4-7
         head_ref, inpaint_ref = split_references(reference, regions_animated,
                                                  tuple(jittered_animated.shape[-2:]))  # I^HR, I^IR
         blended = self.unet(blender_input(head_ref, inpaint_ref, head_mask, background,
@@ -38,11 +38,11 @@ class Head2SceneBlender(nn.Module):
         out = {"image": blended, "head_reference": head_ref, "inpaint_reference": inpaint_ref}
         if not cycle:
             return out
-        out["cycle"], out["cycle_valid"] = cycle_reference(  # F(I_T) -> A -> F(I_T), eq. 9-10
-            f_a, f_t, regions_animated, regions_target, flipped_target, self.tau,
+        out["cycle"], out["cycle_valid"] = cycle_back(  # F(I_T) -> A -> F(I_T), eq. 9-10
+            f_a, f_t, regions_animated, regions_target, reference, valid, self.tau,
             self.chunk_size)
         if second_target is not None:  # F(I_T) -> A -> I_T', eq. 18-19
-            out["cycle_second"], out["cycle_second_valid"] = cycle_reference(
-                f_a, f_t, regions_animated, regions_target, flipped_target, self.tau,
-                self.chunk_size, f_back=self.fpn(second_target), regions_back=regions_second)
+            out["cycle_second"], out["cycle_second_valid"] = cycle_back(
+                f_a, self.fpn(second_target), regions_animated, regions_second, reference, valid,
+                self.tau, self.chunk_size)
         return out

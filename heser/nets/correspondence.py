@@ -22,10 +22,10 @@ Resolution: I_T is brought to the feature size by area averaging (each feature c
 mean colour of the pixels it covers, so no colour is aliased in), and the references go back to
 image size bilinearly (:func:`split_references`).
 
-Cycle (:func:`cycle_reference`): with no ground truth for I^HR, the paper supervises the
+Cycle (:func:`cycle_back`): with no ground truth for I^HR, the paper supervises the
 correspondence by warping the reference back to the target through the transposed
-correspondence and asking for I_T again (eq. 9-10; eq. 18-19 with a second frame I_T' of the
-same video). See that function for exactly what is implemented.
+correspondence and asking for the target's colours again (eq. 9-10, 18-19). The blender computes
+each reference once and hands it to both the U-net input and the cycle.
 """
 
 from __future__ import annotations
@@ -70,9 +70,11 @@ def region_maps(labels: Tensor, inpaint_mask: Tensor, size: tuple[int, int]) -> 
     [B, H, W] inpainting mask (bool or {0, 1} float; M_A^I for I_A, M_T^I for I_T) -> [B, h, w]
     long in 0..len(REGION_NAMES)-1 (order of ``REGION_NAMES``), -1 for no region.
 
-    Precedence: the inpainting mask overrides the labels. M^I is a ring around the head that
-    covers the neck (a "face" label) and background the parser labelled; there the reference
-    must come from the target's ring, not from its face skin.
+    The head regions cover exactly the head mask M^H (CORRESPONDENCE_REGIONS = HEAD_REGIONS),
+    so the head-colour reference I^HR is drawn only where the U-net uses it. The inpainting mask
+    M^I (a ring outside the image's head mask) overrides the labels: there the colours come from
+    the target's ring whatever the parser called those pixels (neck, body, background). Outside
+    the head and the ring a position is in no region.
     """
     if labels.shape != inpaint_mask.shape or labels.ndim != 3:
         raise ValueError(f"labels {tuple(labels.shape)} and inpainting mask "
@@ -139,6 +141,8 @@ def warp_with(f_query: Tensor, f_key: Tensor, regions_query: Tensor, regions_key
               chunk_size: int = DEFAULT_CHUNK) -> tuple[Tensor, Tensor]:
     """Warp ``values_key`` onto the query positions through the region-restricted attention of
     eq. 4-5: out(u) = sum_v softmax_v(M_r(u, v) / tau) values(v) over v in the region r of u.
+    With A = FPN(C'(I_A)) querying T = FPN(F(I_T)) and the target's colours as values, this is
+    the colour reference I^R = I^HR + I^IR at feature resolution (eq. 6-7).
 
     f_query, f_key: [B, C, h, w]; regions_*: [B, h, w] (:func:`region_maps`); values_key:
     [B, D, H, W], area-resampled to h x w. Returns ([B, D, h, w], validity [B, 1, h, w] float):
@@ -171,22 +175,9 @@ def warp_with(f_query: Tensor, f_key: Tensor, regions_query: Tensor, regions_key
     return out.view(b, h, w, -1).permute(0, 3, 1, 2), valid.view(b, 1, h, w)
 
 
-def color_references(f_a: Tensor, f_t: Tensor, regions_a: Tensor, regions_t: Tensor,
-                     colors_t: Tensor, tau: Temperature,
-                     chunk_size: int = DEFAULT_CHUNK) -> tuple[Tensor, Tensor]:
-    """The colour reference I^R = I^HR + I^IR at feature resolution (eq. 4-7).
-
-    f_a = FPN(C'(I_A)), f_t = FPN(F(I_T)): [B, C, h, w]; regions_a / regions_t: [B, h, w];
-    colors_t: the target colours [B, 3, H, W] (area-resampled to h x w). Returns the reference
-    [B, 3, h, w] and its validity [B, 1, h, w] (0 where u has no region or its region is empty
-    in the target; the reference is 0 there).
-    """
-    return warp_with(f_a, f_t, regions_a, regions_t, colors_t, tau, chunk_size)
-
-
 def split_references(reference: Tensor, regions_a: Tensor,
                      image_size: tuple[int, int]) -> tuple[Tensor, Tensor]:
-    """(I^HR, I^IR) at image size from :func:`color_references`' output.
+    """(I^HR, I^IR) at image size from the colour reference I^R of :func:`warp_with`.
 
     I^HR (eq. 6) keeps the positions of I_A in a head region (face .. tooth), I^IR (eq. 7) those
     in the inpainting region M_A^I; each is zero elsewhere and is upsampled bilinearly, so a
@@ -205,61 +196,17 @@ def _upsample(image: Tensor, size: tuple[int, int]) -> Tensor:
 # Cycle
 
 
-def cycle_reference(f_a: Tensor, f_t: Tensor, regions_a: Tensor, regions_t: Tensor,
-                    colors_t: Tensor, tau: Temperature, chunk_size: int = DEFAULT_CHUNK, *,
-                    f_back: Tensor | None = None,
-                    regions_back: Tensor | None = None) -> tuple[Tensor, Tensor]:
-    """I_T's colours warped to A and back again (the cycle of eq. 9-10 and 18-19).
+def cycle_back(f_a: Tensor, f_t: Tensor, regions_a: Tensor, regions_t: Tensor,
+               reference: Tensor, valid: Tensor, tau: Temperature,
+               chunk_size: int = DEFAULT_CHUNK) -> tuple[Tensor, Tensor]:
+    """A's colour reference warped back onto T through the transposed correspondence: the
+    return half of the cycle T -> A -> T (eq. 9-10, 18-19).
 
-    1. I^R = :func:`color_references` (A queries T: softmax over v of M_r(u, v) / tau);
-    2. back(v) = sum_u softmax_u(M_r(u, v) / tau) I^R(u) for v in region r of the return image:
-       the same centred-cosine correspondence transposed (the return image queries A), over
-       the positions u of A whose reference is valid.
-
-    The return image defaults to T itself, so back ~ I_T when the correspondence is consistent
-    (the loss compares them where the returned validity is 1). Pass ``f_back`` /
-    ``regions_back`` of a second frame I_T' of the same video to warp I_T's colours through A
-    onto I_T' instead (to compare with I_T'). Returns (back [B, 3, h, w], validity [B, 1, h, w]).
+    ``reference`` and ``valid`` are :func:`warp_with`'s output for A querying T (I^R, drawn from
+    T's colours); this computes back(v) = sum_u softmax_u(M_r(u, v) / tau) I^R(u) for v in
+    region r of T, over the positions u of A whose reference is valid (a position with no
+    colour must not lend its zeros). back ~ T's colours where the correspondence is consistent.
+    Returns (back [B, 3, h, w], validity [B, 1, h, w]).
     """
-    f_back = f_t if f_back is None else f_back
-    regions_back = regions_t if regions_back is None else regions_back
-    reference, valid = color_references(f_a, f_t, regions_a, regions_t, colors_t, tau,
-                                        chunk_size)
-    # positions of A with no colour (region empty in T) must not lend their zeros to T'
     keys_a = regions_a.masked_fill(valid[:, 0] == 0, NO_REGION)
-    return warp_with(f_back, f_a, regions_back, keys_a, reference, tau, chunk_size)
-
-
-# --------------------------------------------------------------------------------------------
-# Dense reference, for tests and the benchmark only
-
-
-def dense_warp_with(f_query: Tensor, f_key: Tensor, regions_query: Tensor, regions_key: Tensor,
-                    values_key: Tensor, tau: Temperature,
-                    chunk_size: int | None = None) -> tuple[Tensor, Tensor]:
-    """:func:`warp_with` the straightforward way: the full (hw x hw) similarity, -inf outside
-    same-region pairs. O((hw)^2) memory: tests and benchmarks only. ``chunk_size`` is ignored
-    (it keeps the two signatures interchangeable)."""
-    _check(f_query, f_key, regions_query, regions_key, values_key)
-    b, _, h, w = f_query.shape
-    centred_q = f_query.flatten(2) - f_query.flatten(2).mean(1, keepdim=True)  # [B, C, N]
-    centred_k = f_key.flatten(2) - f_key.flatten(2).mean(1, keepdim=True)
-    norms = centred_q.norm(dim=1)[:, :, None] * centred_k.norm(dim=1)[:, None, :]
-    similarity = centred_q.transpose(1, 2) @ centred_k / norms.clamp_min(1e-12)  # eq. 4
-    rq, rk = regions_query.flatten(1), regions_key.flatten(1)
-    same = (rq[:, :, None] == rk[:, None, :]) & (rq[:, :, None] >= 0)
-    has_key = same.any(-1, keepdim=True)
-    # rows with no key at all get constant logits, then zero weight: no NaN, no gradient
-    logits = (similarity / tau).masked_fill(~same, float("-inf")).masked_fill(~has_key, 0)
-    attention = torch.softmax(logits, dim=-1) * has_key  # eq. 5
-    values = _colours_at(values_key, (h, w)).flatten(2).transpose(1, 2).to(attention.dtype)
-    out = attention @ values  # eq. 6-7
-    return (out.transpose(1, 2).reshape(b, -1, h, w),
-            has_key.to(out.dtype).view(b, 1, h, w))
-
-
-def dense_color_references(f_a: Tensor, f_t: Tensor, regions_a: Tensor, regions_t: Tensor,
-                           colors_t: Tensor, tau: Temperature,
-                           chunk_size: int | None = None) -> tuple[Tensor, Tensor]:
-    """:func:`color_references` with :func:`dense_warp_with`: tests and benchmarks only."""
-    return dense_warp_with(f_a, f_t, regions_a, regions_t, colors_t, tau, chunk_size)
+    return warp_with(f_t, f_a, regions_t, keys_a, reference, tau, chunk_size)

@@ -1,4 +1,5 @@
-"""The Head2Scene Blender's networks: the FPN, the blending U-net and its input, and D_B.
+"""The Head2Scene Blender's networks: the FPN, the blending U-net and its input, D_B, and G_B's
+forward pass against the dense correspondence.
 
 Small widths keep these fast; the shapes and properties do not depend on them."""
 
@@ -10,9 +11,13 @@ import pytest
 import torch
 from torch import Tensor, nn
 
+from heser.nets.blender import Head2SceneBlender
 from heser.nets.blender_discriminator import MaskConditionedDiscriminator
 from heser.nets.blending_unet import BLENDER_IN_CHANNELS, BlendingUNet, blender_input
+from heser.nets.correspondence import REGION_NAMES, split_references
 from heser.nets.fpn import FeaturePyramid
+from tests.conftest import make_config
+from tests.nets.correspondence_reference import dense_cycle, dense_warp_with
 
 B = 2
 
@@ -157,3 +162,35 @@ def test_fpn_split_batch_equals_whole_batch(fpn):
 def test_unet_split_batch_equals_whole_batch(unet):
     # train mode: spectral norm's power iteration runs once per replica, as in data parallelism
     _split_equals_whole(unet.train(), _images(4, 64, BLENDER_IN_CHANNELS))
+
+
+def test_blender_references_and_cycles_are_the_dense_correspondence(tmp_path):
+    """One forward pass computes each colour reference once and reuses it for the U-net input
+    and the cycle: its outputs equal the dense correspondence computed from scratch."""
+    cfg = make_config(tmp_path, **{
+        "blender.size": 64, "blender.fpn.base_channels": 8, "blender.fpn.max_channels": 16,
+        "blender.fpn.out_channels": 16, "blender.unet.base_channels": 8,
+        "blender.unet.max_channels": 16, "blender.chunk_size": 50}).blender
+    torch.manual_seed(0)
+    blender = Head2SceneBlender(cfg).eval()
+    gen = torch.Generator().manual_seed(0)
+    animated, target, second = (torch.rand(B, 3, 64, 64, generator=gen) * 2 - 1
+                                for _ in range(3))  # C'(I_A), F(I_T), I_T'
+    regions_a, regions_t, regions_s = (torch.randint(-1, len(REGION_NAMES), (B, 16, 16),
+                                                     generator=gen) for _ in range(3))
+    masks = (torch.rand(B, 1, 64, 64, generator=gen) > 0.5).float()
+    with torch.no_grad():
+        out = blender(animated, target, regions_a, regions_t, masks, target, 1 - masks,
+                      animated[:, :1], second, regions_s)
+        f_a, f_t, f_s = (blender.fpn(x) for x in (animated, target, second))
+    reference, valid = dense_warp_with(f_a, f_t, regions_a, regions_t, target, cfg.tau)
+    head, inpaint = split_references(reference, regions_a, (64, 64))
+    torch.testing.assert_close(out["head_reference"], head, rtol=0, atol=1e-5)
+    torch.testing.assert_close(out["inpaint_reference"], inpaint, rtol=0, atol=1e-5)
+    cycle, cycle_valid = dense_cycle(f_a, f_t, regions_a, regions_t, target, cfg.tau)
+    torch.testing.assert_close(out["cycle"], cycle, rtol=0, atol=1e-5)
+    assert torch.equal(out["cycle_valid"], cycle_valid)
+    keys_a = regions_a.masked_fill(valid[:, 0] == 0, -1)
+    second_cycle, second_valid = dense_warp_with(f_s, f_a, regions_s, keys_a, reference, cfg.tau)
+    torch.testing.assert_close(out["cycle_second"], second_cycle, rtol=0, atol=1e-5)
+    assert torch.equal(out["cycle_second_valid"], second_valid)
