@@ -189,14 +189,8 @@ class _Gaussian:
         self.cov = np.cov(x, rowvar=False).reshape(dims, dims) + np.diag(floor)
         self.icov = np.linalg.inv(self.cov)
         self.logdet = float(np.linalg.slogdet(self.cov)[1])
-        self.icov_ab = np.linalg.inv(self.cov[1:3, 1:3]).astype(np.float32)
         self.mean32 = self.mean.astype(np.float32)
         self.icov32 = self.icov.astype(np.float32)
-
-    def maha_ab(self, x: np.ndarray) -> np.ndarray:
-        """Squared Mahalanobis distance of the chroma (a, b) alone: shading-tolerant."""
-        d = x[:, 1:3] - self.mean32[1:3]
-        return ((d @ self.icov_ab) * d).sum(axis=1)
 
     def maha(self, x: np.ndarray) -> np.ndarray:
         d = x - self.mean32
