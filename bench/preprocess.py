@@ -15,7 +15,7 @@ from pathlib import Path
 
 from heser import assets
 from heser.config import load_config
-from heser.data.media import VideoReader
+from heser.data.video_io import VideoReader
 from heser.env import configure_tool_state
 from heser.face.align import transform_points, warp_crop, window_from_points
 from heser.face.mediapipe import MediaPipeFace

@@ -3,8 +3,8 @@
     heser config [--set KEY=VALUE ...]          print the validated parameters
     heser fetch MANIFEST --dest DIR             download a manifest (mirror first, sha256 checked)
     heser contact-sheet SHARD_DIR OUT.png       redraw the contact sheet of a shard directory
-    heser finetune --source A.jpg B.jpg ... --out subject.pt   subject-specific aligner tuning
-    heser swap --source A.jpg [B.jpg ...] --target T.jpg|T.mp4 --out OUT.png|OUT.mp4
+    heser finetune --source A.jpg B.jpg|A.mp4 ... --out subject.pt   subject-specific tuning
+    heser swap --source A.jpg|A.mp4 [...] --target T.jpg|T.mp4 --out OUT.png|OUT.mp4
 
 The pipeline itself runs through DVC (`dvc repro`); swap uses the models it trains.
 """
@@ -50,6 +50,9 @@ def _contact_sheet(args: argparse.Namespace) -> None:
 
 
 def _finetune(args: argparse.Namespace) -> None:
+    from heser.face.backends import make_face_backend
+    from heser.face.cropper import Cropper
+    from heser.swap_media import source_crops
     from heser.train.finetune import finetune
 
     cfg = load_config(args.params, dict(parse_override(s) for s in args.set))
@@ -58,8 +61,14 @@ def _finetune(args: argparse.Namespace) -> None:
         cfg.path(cfg.paths.models) / "aligner.pt")
     if not checkpoint.exists():
         raise FileNotFoundError(f"{checkpoint}: no trained aligner; run `dvc repro train_aligner`")
-    result = finetune(cfg, [Path(s) for s in args.source], checkpoint, steps, Path(args.out))
-    print(f"fine-tuned {steps} steps on {result['sources']} photos -> {args.out}")
+    sources = [Path(s) for s in args.source]
+    notes: list[str] = []
+    cropper = Cropper(make_face_backend(cfg, cfg.path(cfg.paths.weights)), cfg.crop)
+    crops = source_crops(cfg, cropper, sources, notes)
+    print("\n".join(notes), end="\n" if notes else "")
+    finetune(cfg, crops, [p.name for p in sources], checkpoint, steps, Path(args.out))
+    print(f"fine-tuned {steps} steps on {len(crops)} crops of {len(sources)} sources "
+          f"-> {args.out}")
 
 
 def _swap(args: argparse.Namespace) -> None:
@@ -90,14 +99,18 @@ def build_parser() -> argparse.ArgumentParser:
     sheet.add_argument("out")
     sheet.set_defaults(run=_contact_sheet)
     tune = sub.add_parser("finetune", help="fine-tune the aligner on photos of one person")
-    tune.add_argument("--source", nargs="+", required=True, help="photos of the person (K >= 2)")
+    tune.add_argument("--source", nargs="+", required=True,
+                      help="photos or videos of the person (at least 2 crops in all; a video "
+                           "gives swap.source_frames frames spread over head pose)")
     tune.add_argument("--out", required=True, help="where to write the fine-tuned checkpoint")
     tune.add_argument("--steps", type=int, default=0, help="default: aligner.finetune_steps")
     tune.add_argument("--checkpoint", help="trained aligner (default: paths.models/aligner.pt)")
     tune.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     tune.set_defaults(run=_finetune)
     swap = sub.add_parser("swap", help="put the source's head onto a target picture or video")
-    swap.add_argument("--source", nargs="+", required=True, help="photos of the person (K >= 1)")
+    swap.add_argument("--source", nargs="+", required=True,
+                      help="photos or videos of the person (K >= 1; a video gives "
+                           "swap.source_frames frames spread over head pose)")
     swap.add_argument("--target", required=True, help="picture or video to put the head on")
     swap.add_argument("--out", required=True, help=".png/.jpg for a picture, .mp4 for a video")
     swap.add_argument("--target-face", type=int, help="which target face, 1 = leftmost "

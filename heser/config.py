@@ -264,6 +264,8 @@ class Swap(_Strict):
     mask_smoothing: float = Field(ge=0, lt=1)
     crf: int = Field(ge=0, le=51)
     finetune_cache: Path
+    source_frames: int = Field(ge=1)
+    source_candidates: int = Field(ge=1)
 
 
 class Evaluate(_Strict):

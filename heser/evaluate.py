@@ -35,15 +35,15 @@ from PIL import Image
 from tqdm import tqdm
 
 from heser import metrics
+from heser.baselines import baselines
 from heser.config import Config
 from heser.data.kshot import plan_videos
 from heser.data.masks import dilate, dilation_radius, head_mask
 from heser.data.shards import INDEX_NAME, decode_sample, read_index, read_tar
+from heser.face.cropper import choose_face
 from heser.imaging import from_uint8, resize, to_uint8
 from heser.io import atomic_path, png_bytes
 from heser.swap import Swapper, paste_alpha
-from heser.train.blender import baselines
-from heser.train.tracking import Tracker
 
 LPIPS_NOTE = ("unavailable: LPIPS needs torchvision's ImageNet AlexNet/VGG weights and the LPIPS "
               "linear layers, which cannot be obtained offline")
@@ -130,7 +130,7 @@ class Judge:
         faces = self.swapper.backend(_resized(image, self.size))
         if not faces:
             return None
-        face = max(faces, key=lambda f: f.area)
+        face = choose_face(faces, None)
         return face.landmarks, face.scheme
 
     def motion(self, result: np.ndarray, target: np.ndarray) -> dict[str, float]:
@@ -222,7 +222,7 @@ def _outside_target_head(cfg: Config, target: Sample) -> np.ndarray:
 
 def _poisson_baseline(cfg: Config, source: Sample, target: Sample) -> np.ndarray:
     """The K=1 source head (its crop, no reenactment) Poisson-blended into the target; the
-    target's hole dil(M_S^H u M_T^H) is inpainted first (heser.train.blender.baselines)."""
+    target's hole dil(M_S^H u M_T^H) is inpainted first (heser.baselines)."""
     size = target.image.shape[0]
     labels = torch.from_numpy(np.stack([source.labels, target.labels]))
     masks = head_mask(labels)
@@ -246,7 +246,8 @@ def summarize_rows(rows: Rows, same_video: bool) -> dict[str, dict[str, float]]:
 
 def run_evaluate(cfg: Config) -> dict[str, Any]:
     """Evaluate the trained models; write reports/metrics.json, evaluate_pairs.csv and
-    report.html, and log the run to MLflow."""
+    report.html (DVC tracks them: only what a rerun reproduces), the wall-clock time apart in
+    reports/timings/evaluate.json, and log the run to MLflow."""
     started = time.perf_counter()
     shard_dir, reports = cfg.path(cfg.paths.shards), cfg.path(cfg.paths.reports)
     swapper = Swapper(cfg)
@@ -268,10 +269,12 @@ def run_evaluate(cfg: Config) -> dict[str, Any]:
         "lpips": LPIPS_NOTE,
         "pairs": {"same_video": sum(same for _, same in rows),
                   "cross_identity": sum(not same for _, same in rows)},
-        "seconds": round(time.perf_counter() - started, 1),
     }
     write_outputs(reports, result, rows, pairs, grids, cfg.evaluate.report_rows)
-    return {**result, "mlflow_run_id": _track(cfg, result, reports)}
+    seconds = time.perf_counter() - started
+    timings = {"seconds": round(seconds, 1), "seconds_per_pair": round(seconds / len(pairs), 2)}
+    write_timings(reports, timings)
+    return {**result, **timings, "mlflow_run_id": _track(cfg, result, timings, reports)}
 
 
 def _means(summary: dict[str, dict[str, float]], prefix: str) -> dict[str, float]:
@@ -303,6 +306,15 @@ def write_outputs(reports: Path, result: dict[str, Any], rows: Rows, pairs: list
     _write_pairs_csv(reports / "evaluate_pairs.csv", rows, pairs)
     with atomic_path(reports / "report.html") as tmp:
         tmp.write_text(report_html(result, grids, report_rows))
+
+
+def write_timings(reports: Path, timings: dict[str, Any]) -> None:
+    """reports/timings/evaluate.json: wall-clock figures, which DVC does not track (they would
+    change dvc.lock on every rerun)."""
+    path = reports / "timings" / "evaluate.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(timings, indent=2) + "\n")
 
 
 def _write_pairs_csv(path: Path, rows: Rows, pairs: list[Pair]) -> None:
@@ -371,7 +383,9 @@ def report_html(result: dict[str, Any], grids, report_rows: int) -> str:
     return "\n".join(parts) + "\n"
 
 
-def _track(cfg: Config, result: dict[str, Any], reports: Path) -> str:
+def _track(cfg: Config, result: dict[str, Any], timings: dict[str, Any], reports: Path) -> str:
+    from heser.train.tracking import Tracker  # MLflow logging; it lives with the trainer's
+
     tracker = Tracker("heser-evaluate", "evaluate",
                       {"evaluate": cfg.evaluate.model_dump(mode="json"), "k": cfg.aligner.k},
                       enabled=True)
@@ -380,6 +394,7 @@ def _track(cfg: Config, result: dict[str, Any], reports: Path) -> str:
         for part, summary in result[group].items():
             values.update({f"{group}/{part}/{k}": v for k, v in summary.items()
                            if np.isfinite(v)})
+    values.update({f"timing/{k}": float(v) for k, v in timings.items()})
     tracker.metrics(values, 0)
     for name in ("metrics.json", "evaluate_pairs.csv", "report.html"):
         tracker.artifact(reports / name, "evaluate")

@@ -27,7 +27,7 @@ from heser.config import Config
 from heser.data.augment import central_crop
 from heser.data.masks import Fig4Masks, dilate, dilation_radius, fig4_masks
 from heser.face.backends import make_face_backend, make_parser
-from heser.face.types import Face
+from heser.face.cropper import Cropper, choose_face
 from heser.imaging import from_uint8, grayscale, resize, resize_labels, to_uint8
 from heser.nets.aligner import Head2HeadAligner
 from heser.nets.blender import Head2SceneBlender
@@ -98,6 +98,7 @@ class Swapper:
         self.blender.to(self.device).eval()
         weights = cfg.path(cfg.paths.weights)
         self.backend = make_face_backend(cfg, weights)
+        self.cropper = Cropper(self.backend, cfg.crop)
         self.parser = make_parser(cfg, weights)
 
     def load_aligner(self, state: dict[str, Tensor]) -> None:
@@ -129,7 +130,7 @@ class Swapper:
         """Label map of I_A (uint8 at the crop size); falls back to the target's landmarks."""
         faces = self.backend(animated)
         if faces:
-            face: Face = max(faces, key=lambda f: f.area)
+            face = choose_face(faces, None)
             return self.parse(animated, face.landmarks, face.scheme), True
         landmarks, scheme = target_face
         return self.parse(animated, landmarks, scheme), False
@@ -185,27 +186,27 @@ def paste_alpha(swap: CropSwap, size: int, feather: float) -> np.ndarray:
     return np.clip(alpha * edge[:, None] * edge[None, :], 0, 1).astype(np.float32)
 
 
-def finetune_key(cfg: Config, sources: list[Path], checkpoint: Path, steps: int) -> str:
-    """Cache key of a subject fine-tune: the photos' bytes, the base model, N and the params
-    that shape the result."""
-    parts = {"sources": sorted(sha256_file(p) for p in sources),
-             "checkpoint": sha256_file(checkpoint), "steps": steps,
-             "aligner": cfg.aligner.model_dump(mode="json"), "crop": cfg.crop.model_dump(
-                 mode="json")}
+def finetune_key(cfg: Config, crops: list[np.ndarray], checkpoint: Path, steps: int) -> str:
+    """Cache key of a subject fine-tune: the source crops it trains on, the base model, N and
+    the aligner parameters."""
+    digest = hashlib.sha256()
+    for crop in crops:
+        digest.update(np.ascontiguousarray(crop).tobytes())
+    parts = {"crops": digest.hexdigest(), "checkpoint": sha256_file(checkpoint), "steps": steps,
+             "aligner": cfg.aligner.model_dump(mode="json")}
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:20]
 
 
-def finetuned_aligner(cfg: Config, sources: list[Path], steps: int,
+def finetuned_aligner(cfg: Config, crops: list[np.ndarray], names: list[str], steps: int,
                       checkpoint: Path | None = None) -> Path:
-    """The subject-specific aligner for these photos (heser.train.finetune), computed once and
-    cached under swap.finetune_cache."""
-    from heser.train.finetune import finetune
-
+    """The subject-specific aligner for these source crops (heser.train.finetune, imported only
+    here), computed once and cached under swap.finetune_cache."""
     checkpoint = checkpoint or model_paths(cfg)[0]
     if not checkpoint.exists():
         raise SwapError(f"{checkpoint}: no trained aligner; run `dvc repro train_aligner`")
-    key = finetune_key(cfg, sources, checkpoint, steps)
-    cached = cfg.path(cfg.swap.finetune_cache) / f"{key}.pt"
+    cached = cfg.path(cfg.swap.finetune_cache) / f"{finetune_key(cfg, crops, checkpoint, steps)}.pt"
     if not cached.exists():
-        finetune(cfg, sources, checkpoint, steps, cached)
+        from heser.train.finetune import finetune
+
+        finetune(cfg, crops, names, checkpoint, steps, cached)
     return cached

@@ -1,16 +1,24 @@
-"""`heser swap` on whole pictures and videos: find the faces, cut the crops exactly as the crop
-stage does, swap each target crop (:class:`heser.swap.Swapper`), paste I_B back into the
-full-resolution frame through the inverse of the crop transform, feathered.
+"""`heser swap` on whole pictures and videos: find the faces, cut the crops with the one cropper
+(:mod:`heser.face.cropper`, as the crop stage cuts them), swap each target crop
+(:class:`heser.swap.Swapper`), paste I_B back into the full-resolution frame through the inverse
+of the crop transform, feathered.
+
+Sources are photos or videos. A photo gives its largest face. A video gives
+``swap.source_frames`` frames spread over head pose: at most ``swap.source_candidates`` frames,
+evenly spaced, are searched for the face (tracked as in the crop stage), each face's yaw and
+pitch are read off its 3-D landmarks (:func:`heser.metrics.head_rotation`), and farthest-point
+sampling on (yaw, pitch) picks the frames that cover the range of poses.
 
 Several faces in a target: ``swap.several_faces: error`` (the default) stops and lists them,
 numbered left to right, so the user picks one with ``--target-face N``; ``largest`` takes the
 largest. In a video the choice is made on the first frame with a face and then tracked (the
-face overlapping the previous frame's). Frames without a face pass through unchanged and are
-counted. Several faces in a source photo: the largest is the subject.
+face overlapping the previous frame's). Frames without a face, or with one smaller than
+``crop.min_face_px``, pass through unchanged and are counted.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,21 +26,14 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from heser import __version__
+from heser import __version__, metrics
 from heser.config import Config
 from heser.data.media import check_file, is_video, read_image
-from heser.data.video_io import VideoWriter, probe_video, read_frames, save_image
-from heser.face.align import (
-    CropWindow,
-    paste_crop,
-    smooth_windows,
-    transform_points,
-    warp_crop,
-    window_from_points,
-)
+from heser.data.video_io import VideoReader, VideoWriter, probe_video, read_frames, save_image
+from heser.face.align import CropWindow, paste_crop, transform_points
+from heser.face.cropper import CropError, CroppedFace, Cropper, choose_face
 from heser.face.types import Face
 from heser.imaging import resize, to_uint8
-from heser.preprocess.crop import choose_face, detect
 from heser.swap import SwapError, Swapper, finetuned_aligner, paste_alpha
 from heser.train.checkpoint import load_checkpoint
 
@@ -45,7 +46,7 @@ class SwapReport:
     output: Path
     frames: int = 0
     swapped: int = 0
-    no_face: int = 0  # frames passed through unchanged
+    no_face: int = 0  # frames passed through unchanged: no face, or under crop.min_face_px
     animated_fallback: int = 0  # frames whose I_A was parsed with the target's landmarks
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
@@ -53,33 +54,86 @@ class SwapReport:
     def summary(self) -> str:
         fps = self.frames / self.seconds if self.seconds else 0.0
         text = (f"{self.output}: {self.swapped} of {self.frames} frames swapped, {self.no_face} "
-                f"without a face passed through ({self.seconds:.1f} s, {fps:.2f} frames/s)")
+                f"without a usable face passed through ({self.seconds:.1f} s, "
+                f"{fps:.2f} frames/s)")
         if self.animated_fallback:
             text += (f"; {self.animated_fallback} animated heads parsed with the target's "
                      "landmarks (no face found in I_A)")
         return "\n".join([text, *self.notes])
 
 
-def _window(cfg: Config, face: Face) -> CropWindow:
-    return window_from_points(face.five_points, cfg.crop.scale, cfg.crop.center_shift)
-
-
-def source_crops(cfg: Config, swapper: Swapper, paths: list[Path],
+def source_crops(cfg: Config, cropper: Cropper, paths: list[Path],
                  notes: list[str]) -> list[np.ndarray]:
-    """Each source photo's head crop, cut as the crop stage cuts it."""
-    crops = []
+    """The head crops of the sources: one per photo, ``swap.source_frames`` per video."""
+    crops: list[np.ndarray] = []
     for path in paths:
-        if is_video(path):
-            raise SwapError(f"{path}: sources must be photos (extract frames from a video)")
-        rgb, _ = read_image(path, cfg.crop.min_image_side)
-        faces = detect(swapper.backend, rgb, cfg.crop.max_image_side)
-        if not faces:
-            raise SwapError(f"{path}: no face found in this source photo")
-        face = max(faces, key=lambda f: f.area)
-        if len(faces) > 1:
-            notes.append(f"{path}: {len(faces)} faces found; the largest is the subject")
-        crops.append(warp_crop(rgb, _window(cfg, face), cfg.crop.size)[0])
+        try:
+            if is_video(path):
+                crops += [c.image for c in video_source_crops(cfg, cropper, path, notes)]
+            else:
+                rgb, _ = read_image(path, cfg.crop.min_image_side)
+                crops.append(cropper.crop_photo(rgb, path, notes).image)
+        except CropError as exc:
+            raise SwapError(str(exc)) from exc
     return crops
+
+
+def video_source_crops(cfg: Config, cropper: Cropper, path: Path,
+                       notes: list[str]) -> list[CroppedFace]:
+    """``swap.source_frames`` crops of a source video that cover its range of head poses."""
+    reader = VideoReader(path, cfg.crop.min_image_side)
+    stride = max(1, math.ceil(reader.info.frame_count / cfg.swap.source_candidates))
+    found: list[CroppedFace] = []
+    previous: Face | None = None
+    examined = 0
+    for _, rgb in reader.frames(stride, cfg.swap.source_candidates):
+        examined += 1
+        faces = cropper.detect(rgb)
+        face = choose_face(faces, previous) if faces else None
+        if face is not None and cropper.too_small(face) is None:
+            found.append(cropper.warp(rgb, face))
+            previous = face
+    if not found:
+        raise CropError(f"{path}: no usable face in {examined} frames of this video (none found, "
+                        f"or all smaller than crop.min_face_px {cfg.crop.min_face_px})")
+    poses = head_poses([c.face for c in found])
+    if poses is None:
+        notes.append(f"{path}: no 3-D landmarks for head pose; frames spread over time")
+        picks = np.linspace(0, len(found) - 1, min(cfg.swap.source_frames, len(found)))
+        chosen = sorted({int(round(i)) for i in picks})
+    else:
+        chosen = spread_over_pose(poses, cfg.swap.source_frames)
+    notes.append(f"{path}: {len(chosen)} frames taken (of {len(found)} with a face in "
+                 f"{examined} examined)")
+    return [found[i] for i in chosen]
+
+
+def head_poses(faces: list[Face]) -> np.ndarray | None:
+    """[N, 2] (yaw, pitch) in degrees of each face relative to the first, from the rigid 3-D
+    landmarks; None when the backend's landmarks are 2-D (FAN)."""
+    reference = faces[0].landmarks
+    if reference.ndim != 2 or reference.shape[1] != 3:
+        return None
+    angles = [metrics.euler_angles_deg(metrics.head_rotation(reference, f.landmarks, f.scheme))
+              for f in faces]
+    return np.array([(yaw, pitch) for yaw, pitch, _ in angles])
+
+
+def spread_over_pose(poses: np.ndarray, count: int) -> list[int]:
+    """Indices of ``count`` rows of ``poses`` ([N, 2] yaw, pitch) covering their range, in
+    order: the pose nearest the mean first, then each time the one farthest from every pose
+    taken (farthest-point sampling; deterministic, ties go to the earlier frame)."""
+    if len(poses) <= count:
+        return list(range(len(poses)))
+    first = int(np.argmin(np.linalg.norm(poses - poses.mean(0), axis=1)))
+    chosen = [first]
+    distance = np.linalg.norm(poses - poses[first], axis=1)
+    while len(chosen) < count:
+        distance[chosen] = -1.0  # never twice, even where every pose is the same
+        pick = int(np.argmax(distance))
+        chosen.append(pick)
+        distance = np.minimum(distance, np.linalg.norm(poses - poses[pick], axis=1))
+    return sorted(chosen)
 
 
 def pick_target_face(faces: list[Face], path: Path, policy: str, number: int | None) -> Face:
@@ -107,7 +161,8 @@ class _FrameSwapper:
     def __call__(self, rgb: np.ndarray, face: Face, window: CropWindow,
                  previous_alpha: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         size = self.cfg.crop.size
-        crop, matrix = warp_crop(rgb, window, size)
+        cropped = self.swapper.cropper.warp(rgb, face, window)
+        crop, matrix = cropped.image, cropped.matrix
         landmarks = transform_points(face.landmarks, matrix)
         labels = self.swapper.parse(crop, landmarks, face.scheme)
         swap = self.swapper.swap_crop(self.code, crop, labels, landmarks, face.scheme)
@@ -131,55 +186,45 @@ def swap_image(cfg: Config, swapper: Swapper, code, sources: list[Path], target:
     rgb, notes = read_image(target, cfg.crop.min_image_side)
     report.notes += [f"{target}: {note}" for note in notes]
     report.frames = 1
-    faces = detect(swapper.backend, rgb, cfg.crop.max_image_side)
+    faces = swapper.cropper.detect(rgb)
     if not faces:
         raise SwapError(f"{target}: no face found in the target")
     face = pick_target_face(faces, target, cfg.swap.several_faces, target_face)
-    result, _ = _FrameSwapper(cfg, swapper, code, report)(rgb, face, _window(cfg, face))
+    too_small = swapper.cropper.too_small(face)
+    if too_small:
+        raise SwapError(f"{target}: the target's {too_small}")
+    window = swapper.cropper.window(face)
+    result, _ = _FrameSwapper(cfg, swapper, code, report)(rgb, face, window)
     save_image(out, result, **_tags(sources, target))
 
 
-def _track_faces(cfg: Config, swapper: Swapper, target: Path, total: int,
-                 target_face: int | None) -> list[Face | None]:
-    """Pass 1: the chosen face in every frame (None where there is none)."""
+def _track_faces(swapper: Swapper, target: Path, total: int, target_face: int | None,
+                 policy: str) -> list[Face | None]:
+    """Pass 1: the chosen face in every frame (None where there is none, or it is smaller than
+    crop.min_face_px)."""
     chosen: list[Face | None] = []
     previous: Face | None = None
     for rgb in tqdm(read_frames(target), total=total, desc="detect", unit="frame",
                     dynamic_ncols=True):
-        faces = detect(swapper.backend, rgb, cfg.crop.max_image_side)
+        faces = swapper.cropper.detect(rgb)
         if not faces:
             chosen.append(None)
             continue
-        if previous is None and not any(f is not None for f in chosen):
-            previous = pick_target_face(faces, target, cfg.swap.several_faces, target_face)
+        if previous is None:
+            face = pick_target_face(faces, target, policy, target_face)
         else:
-            previous = choose_face(faces, previous)
-        chosen.append(previous)
+            face = choose_face(faces, previous)
+        usable = swapper.cropper.too_small(face) is None
+        previous = face if usable else previous
+        chosen.append(face if usable else None)
     return chosen
-
-
-def _smoothed_windows(cfg: Config, faces: list[Face | None]) -> list[CropWindow | None]:
-    """Crop windows, Gaussian-smoothed over each run of consecutive frames with a face."""
-    windows: list[CropWindow | None] = [None] * len(faces)
-    start = 0
-    while start < len(faces):
-        if faces[start] is None:
-            start += 1
-            continue
-        end = start
-        while end < len(faces) and faces[end] is not None:
-            end += 1
-        raw = [_window(cfg, face) for face in faces[start:end]]
-        windows[start:end] = smooth_windows(raw, cfg.swap.smooth_sigma)
-        start = end
-    return windows
 
 
 def swap_video(cfg: Config, swapper: Swapper, code, sources: list[Path], target: Path,
                out: Path, target_face: int | None, report: SwapReport) -> None:
     meta = probe_video(target)
-    faces = _track_faces(cfg, swapper, target, meta.frame_count, target_face)
-    windows = _smoothed_windows(cfg, faces)
+    faces = _track_faces(swapper, target, meta.frame_count, target_face, cfg.swap.several_faces)
+    windows = swapper.cropper.windows(faces, cfg.swap.smooth_sigma)
     frame_swapper = _FrameSwapper(cfg, swapper, code, report)
     previous_alpha: np.ndarray | None = None
     with VideoWriter(out, meta.rate, meta.width, meta.height, crf=cfg.swap.crf,
@@ -213,20 +258,22 @@ def check_output(target: Path, out: Path) -> None:
 def run_swap(cfg: Config, sources: list[Path], target: Path, out: Path,
              target_face: int | None = None, finetune_steps: int = 0,
              aligner: Path | None = None, blender: Path | None = None) -> SwapReport:
-    """The whole `heser swap`: K source photos + a target picture or video -> ``out``."""
+    """The whole `heser swap`: K source photos or videos + a target picture or video -> ``out``.
+    With ``finetune_steps`` the aligner is first fine-tuned on the same source crops."""
     if not sources:
-        raise SwapError("give at least one source photo")
+        raise SwapError("give at least one source photo or video")
     check_output(target, out)
     for path in [*sources, target]:
         check_file(path)
     started = time.perf_counter()
     report = SwapReport(out)
     swapper = Swapper(cfg, aligner, blender)
+    crops = source_crops(cfg, swapper.cropper, sources, report.notes)
     if finetune_steps:
-        tuned = finetuned_aligner(cfg, sources, finetune_steps, aligner)
+        tuned = finetuned_aligner(cfg, crops, [p.name for p in sources], finetune_steps, aligner)
         swapper.load_aligner(load_checkpoint(tuned)["generator"])
         report.notes.append(f"aligner fine-tuned for {finetune_steps} steps ({tuned})")
-    code = swapper.source_code(source_crops(cfg, swapper, sources, report.notes))
+    code = swapper.source_code(crops)
     run = swap_video if is_video(target) else swap_image
     run(cfg, swapper, code, sources, target, out, target_face, report)
     report.seconds = time.perf_counter() - started

@@ -62,6 +62,10 @@ def test_evaluate_writes_metrics_pairs_report_and_an_mlflow_run(cfg: Config, tmp
     reports = cfg.path(cfg.paths.reports)
     saved = json.loads((reports / "metrics.json").read_text())
     assert saved["pairs"] == {"same_video": 3, "cross_identity": 3}
+    # DVC tracks metrics.json: no wall-clock time in it, that goes to an untracked file
+    assert "seconds" not in saved
+    timings = json.loads((reports / "timings" / "evaluate.json").read_text())
+    assert timings["seconds"] > 0 and timings["seconds_per_pair"] > 0
     same = saved["reenactment"]["same_video"]
     assert 0 < same["ssim"] < 1 and 0 < same["psnr"] < 60 and 0 <= same["identity_error"] <= 2
     for group in (same, saved["reenactment"]["cross_identity"], saved["swap"]["heser"],
@@ -83,3 +87,4 @@ def test_evaluate_writes_metrics_pairs_report_and_an_mlflow_run(cfg: Config, tmp
     assert run.info.status == "FINISHED"
     assert np.isclose(run.data.metrics["swap/heser/identity_similarity"],
                       saved["swap"]["heser"]["identity_similarity"])
+    assert run.data.metrics["timing/seconds"] == timings["seconds"]

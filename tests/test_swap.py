@@ -1,8 +1,9 @@
-"""`heser swap` on real photos and a real clip, with tiny untrained networks (what is tested is
-the plumbing: faces, crops, paste-back, frames, fps, audio, tags and the errors)."""
+"""`heser swap` on real photos and real clips, with tiny untrained networks (what is tested is
+the plumbing: faces, crops, video sources, paste-back, frames, fps, audio, tags and the errors)."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from fractions import Fraction
@@ -20,7 +21,13 @@ from heser.nets.aligner import Head2HeadAligner
 from heser.nets.blender import Head2SceneBlender
 from heser.nets.discriminator import Discriminator
 from heser.swap import SwapError, Swapper, paste_alpha
-from heser.swap_media import pick_target_face, run_swap
+from heser.swap_media import (
+    head_poses,
+    pick_target_face,
+    run_swap,
+    spread_over_pose,
+    video_source_crops,
+)
 from heser.train.checkpoint import save_checkpoint
 from tests.conftest import ROOT, make_config, sample_path
 from tests.train.test_blender_task import TINY as TINY_BLENDER
@@ -107,7 +114,7 @@ def test_a_video_keeps_its_frames_size_fps_and_audio_and_counts_faceless_frames(
 def test_sources_without_a_face_and_unreadable_targets_are_named(cfg: Config, tmp_path: Path):
     wall = tmp_path / "wall.png"
     Image.new("RGB", (320, 320), (120, 110, 100)).save(wall)
-    with pytest.raises(SwapError, match="wall.png: no face found in this source photo"):
+    with pytest.raises(SwapError, match="wall.png: no face found$"):
         run_swap(cfg, [wall], sample_path(TARGET), tmp_path / "out.png")
     with pytest.raises(SwapError, match="wall.png: no face found in the target"):
         run_swap(cfg, [sample_path(SOURCE)], wall, tmp_path / "out.png")
@@ -176,3 +183,63 @@ def test_paste_weight_covers_the_changed_region_and_fades_at_the_crop_border(cfg
     assert alpha.shape == (128, 128) and alpha.min() >= 0 and alpha.max() <= 1
     assert alpha[64, 64] > 0.99  # the face centre is the blender's
     assert alpha[0].max() == 0 and alpha[:, -1].max() == 0  # no seam at the crop border
+
+
+def test_a_video_source_gives_frames_spread_over_head_pose(cfg: Config, tmp_path: Path):
+    video_cfg = cfg.model_copy(update={"swap": cfg.swap.model_copy(
+        update={"source_frames": 4, "source_candidates": 24})})
+    swapper = Swapper(video_cfg)
+    notes: list[str] = []
+    chosen = video_source_crops(video_cfg, swapper.cropper, sample_path(CLIP), notes)
+    assert len(chosen) == 4 and all(c.image.shape == (128, 128, 3) for c in chosen)
+    # 169 frames, at most 24 examined: every 8th, 22 frames
+    assert notes == [f"{sample_path(CLIP)}: 4 frames taken (of 22 with a face in 22 examined)"]
+    # the candidates' poses, read again: the chosen frames span most of their yaw range
+    every = video_source_crops(video_cfg.model_copy(update={"swap": video_cfg.swap.model_copy(
+        update={"source_frames": 22})}), swapper.cropper, sample_path(CLIP), [])
+    yaw_all = head_poses([c.face for c in every])[:, 0]
+    yaw_chosen = head_poses([every[0].face] + [c.face for c in chosen])[1:, 0]
+    assert np.ptp(yaw_chosen) > 0.8 * np.ptp(yaw_all) > 5
+    report = run_swap(video_cfg, [sample_path(CLIP), sample_path(SOURCE)], sample_path(TARGET),
+                      tmp_path / "out.png")
+    assert report.swapped == 1 and "4 frames taken" in report.notes[0]
+
+
+def test_farthest_point_sampling_covers_the_poses_deterministically():
+    poses = np.array([[0, 0], [1, 0], [30, 0], [-30, 0], [0, 20], [2, 1], [0, -20.0]])
+    assert spread_over_pose(poses, 5) == [0, 2, 3, 4, 6]
+    assert spread_over_pose(poses, 9) == list(range(7))
+    assert spread_over_pose(np.zeros((5, 2)), 3) == [0, 1, 2]  # the same pose: no repeats
+
+
+def test_a_source_video_without_a_usable_face_is_named(cfg: Config, tmp_path: Path):
+    grey = tmp_path / "grey.mp4"
+    with VideoWriter(grey, 25, 320, 240) as writer:
+        for _ in range(5):
+            writer.write(np.full((240, 320, 3), 128, np.uint8))
+    with pytest.raises(SwapError, match=r"grey.mp4: no usable face in 5 frames of this video"):
+        run_swap(cfg, [grey], sample_path(TARGET), tmp_path / "out.png")
+
+
+def test_faces_under_min_face_px_are_refused_in_sources_and_targets(cfg: Config,
+                                                                     tmp_path: Path):
+    strict = cfg.model_copy(update={"crop": cfg.crop.model_copy(update={"min_face_px": 2000})})
+    with pytest.raises(SwapError, match=r"st_woman_B_happy1.png: face too small \(\d+ px < "
+                                        r"crop.min_face_px 2000\)"):
+        run_swap(strict, [sample_path(SOURCE)], sample_path(TARGET), tmp_path / "out.png")
+    # the source's face is 260 px, the target's 116 px
+    between = cfg.model_copy(update={"crop": cfg.crop.model_copy(update={"min_face_px": 200})})
+    with pytest.raises(SwapError, match=r"st_woman_B_happy1.png: the target's face too small"):
+        run_swap(between, [sample_path(TARGET)], sample_path(SOURCE), tmp_path / "out.png")
+
+
+@pytest.mark.parametrize("module", ["heser.swap", "heser.swap_media", "heser.evaluate"])
+def test_inference_imports_no_training_code(module: str):
+    code = (f"import json, sys, {module}; print(json.dumps(sorted(m for m in sys.modules "
+            "if m.startswith('heser.train'))))")
+    run = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                         timeout=300, check=True)
+    # inference may read checkpoints (the loader) and ask where they live (heser.train.models,
+    # a table of names and paths); nothing that trains
+    assert set(json.loads(run.stdout)) <= {"heser.train", "heser.train.checkpoint",
+                                           "heser.train.models"}

@@ -1,10 +1,18 @@
-"""Video and image output of `heser swap`: decode a target video, encode the swapped frames as
-H.264 MP4 with the target's audio, and tag every output file as synthetic media.
+"""Every video heser reads or writes: the crop stage's sampled frames (:class:`VideoReader`),
+`heser swap`'s target and source videos, and its output: H.264 MP4 with the target's audio,
+every output file tagged as synthetic media.
 
 PyAV (FFmpeg bundled in its wheel) does the work; its exceptions never leave this module: a
 file that cannot be used raises :class:`MediaError` naming the file and the problem.
 
 Decisions, each tested in tests/data/test_video_io.py:
+
+* Colour. Frames are converted to RGB with the BT.601 matrix whatever the stream is tagged, as
+  OpenCV's FFmpeg backend (the crop stage's reader before this one) does, so the crops did not
+  change when the readers were merged: every frame of the 33 sample videos decodes to the same
+  bytes as with OpenCV. Honouring a BT.709 tag would shift 6 of them by up to 19 levels (mean
+  1-2). The writer's frames go through the same matrix (and are untagged), so heser reads its
+  own videos back as written, up to yuv420p's halved chroma.
 
 * Odd sizes. H.264 in yuv420p (the pixel format every player decodes) stores colour at half
   resolution and can only crop in steps of 2 pixels, so an odd width or height cannot be
@@ -22,6 +30,8 @@ Decisions, each tested in tests/data/test_video_io.py:
   :func:`read_frames` raises at the first frame FFmpeg fails to demux or decode, saying which;
   a stream that ends early without an error just ends the iteration (edit lists legitimately
   make an MP4 decode fewer frames than it declares), so the caller counts the frames it got.
+  :class:`VideoReader` (the crop stage) instead keeps what decodes and notes where the stream
+  stopped short of the frames the container declares (``info.truncated``).
 """
 
 from __future__ import annotations
@@ -29,9 +39,10 @@ from __future__ import annotations
 import contextlib
 import io
 import re
+import sys
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 from xml.sax.saxutils import quoteattr
@@ -41,7 +52,7 @@ import numpy as np
 from PIL import ExifTags, Image
 
 import heser
-from heser.data.media import MediaError, check_file
+from heser.data.media import MediaError, check_file, check_size
 from heser.io import IPTC_SOURCE_TYPE, atomic_path, png_bytes
 
 SYNTHETIC_SOURCE_TYPE = IPTC_SOURCE_TYPE + "algorithmicMedia"
@@ -84,18 +95,28 @@ def _av_errors(path: Path, problem: str) -> Iterator[None]:
         raise MediaError(f"{path}: {problem}: {exc.strerror or exc}") from exc
 
 
-def _open_video(path: Path) -> av.container.InputContainer:
+def _open_video(path: Path, check_index: bool = True) -> av.container.InputContainer:
     check_file(path)
-    with _av_errors(path, "not a readable video"):
+    try:
         container = av.open(str(path))
+    except av.FFmpegError as exc:
+        raise MediaError(f"{path}: not a readable video "
+                         "(corrupt, truncated or unsupported container)") from exc
     try:
         if not container.streams.video:
             raise MediaError(f"{path}: not a video (the container has no video stream)")
-        _check_complete(path, container)
+        if check_index:
+            _check_complete(path, container)
     except MediaError:
         container.close()
         raise
+    container.streams.video[0].thread_type = "AUTO"  # frame threads: the same frames, faster
     return container
+
+
+def _rgb(frame: av.VideoFrame) -> np.ndarray:
+    """RGB uint8 HxWx3 through the BT.601 matrix (see the module docstring)."""
+    return frame.to_ndarray(format="rgb24", src_colorspace="ITU601", dst_colorspace="ITU601")
 
 
 def _check_complete(path: Path, container: av.container.InputContainer) -> None:
@@ -122,21 +143,25 @@ def probe_video(path: Path) -> VideoMeta:
     """
     path = Path(path)
     with _open_video(path) as container:
-        stream = container.streams.video[0]
-        rate = stream.average_rate or stream.guessed_rate
-        if not rate:
-            raise MediaError(f"{path}: the video stream has no frame rate")
-        width, height = stream.codec_context.width, stream.codec_context.height
-        if not width or not height:
-            raise MediaError(f"{path}: the video stream has no frame size")
-        frame_count = stream.frames or _count_packets(path, container)
-        if stream.duration is not None:
-            duration = float(stream.duration * stream.time_base)
-        else:
-            duration = frame_count / float(rate)
-        return VideoMeta(fps=float(rate), rate=Fraction(rate), frame_count=frame_count,
-                         width=width, height=height, has_audio=bool(container.streams.audio),
-                         duration_s=duration)
+        return _meta(path, container)
+
+
+def _meta(path: Path, container: av.container.InputContainer) -> VideoMeta:
+    stream = container.streams.video[0]
+    rate = stream.average_rate or stream.guessed_rate
+    if not rate:
+        raise MediaError(f"{path}: the video stream has no frame rate")
+    width, height = stream.codec_context.width, stream.codec_context.height
+    if not width or not height:
+        raise MediaError(f"{path}: the video stream has no frame size")
+    frame_count = stream.frames or _count_packets(path, container)
+    if stream.duration is not None:
+        duration = float(stream.duration * stream.time_base)
+    else:
+        duration = frame_count / float(rate)
+    return VideoMeta(fps=float(rate), rate=Fraction(rate), frame_count=frame_count,
+                     width=width, height=height, has_audio=bool(container.streams.audio),
+                     duration_s=duration)
 
 
 def read_frames(path: Path) -> Iterator[np.ndarray]:
@@ -156,11 +181,69 @@ def _decode(path: Path, container: av.container.InputContainer) -> Iterator[np.n
     with container:
         try:
             for frame in container.decode(container.streams.video[0]):
-                yield frame.to_ndarray(format="rgb24")
+                yield _rgb(frame)
                 index += 1
         except av.FFmpegError as exc:
             raise MediaError(f"{path}: corrupt or truncated: decoding failed at frame {index} "
                              f"({exc.strerror or exc})") from exc
+
+
+@dataclass
+class VideoInfo:
+    """What a :class:`VideoReader` knows of its video; the last three are filled as it reads."""
+
+    fps: float
+    frame_count: int  # as the container declares it
+    width: int
+    height: int
+    frames_read: int = 0
+    truncated: bool = False
+    notes: list[str] = field(default_factory=list)
+
+
+class VideoReader:
+    """Sampled frames of one video, keeping whatever decodes (the crop stage's policy).
+
+    Opening checks the file (missing, zero bytes, unreadable container, no video stream,
+    smaller than ``min_side``); reading notes a stream that ends before the frame count the
+    container declares (a truncated file) in ``info`` instead of raising.
+    """
+
+    def __init__(self, path: Path, min_side: int = 1) -> None:
+        self.path = Path(path)
+        with _open_video(self.path, check_index=False) as container:
+            meta = _meta(self.path, container)
+        self.info = VideoInfo(meta.fps, meta.frame_count, meta.width, meta.height)
+        check_size(self.path, meta.width, meta.height, min_side)
+
+    def frames(self, stride: int = 1, max_frames: int | None = None
+               ) -> Iterator[tuple[int, np.ndarray]]:
+        """Yield (frame index, RGB frame) for every ``stride``-th frame, at most ``max_frames``
+        (None: all)."""
+        info, yielded = self.info, 0
+        limit = max_frames or sys.maxsize
+        with _open_video(self.path, check_index=False) as container:
+            frames = container.decode(container.streams.video[0])
+            index = -1
+            while yielded < limit:
+                try:
+                    frame = next(frames, None)
+                except av.FFmpegError:  # damaged data: keep what came before, noted below
+                    frame = None
+                if frame is None:
+                    break
+                index += 1
+                info.frames_read = index + 1
+                if index % stride == 0:
+                    yielded += 1
+                    yield index, _rgb(frame)
+        if info.frames_read == 0:
+            raise MediaError(f"{self.path}: video has no decodable frames")
+        wanted = min(info.frame_count, stride * (limit - 1) + 1)
+        if yielded < limit and info.frames_read < wanted:
+            info.truncated = True
+            info.notes.append(f"truncated: stream ended at frame {info.frames_read} of "
+                              f"{info.frame_count} the container declares")
 
 
 class _Audio:

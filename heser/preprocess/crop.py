@@ -1,4 +1,5 @@
-"""Crop one video or photo: detect, pick the face, smooth the window over time, warp, store.
+"""The crop stage on one video or photo: the one cropper (:mod:`heser.face.cropper`) picks the
+face, the window is smoothed over the sampled frames, and the crops are stored.
 
 Output: one tar per input (WebDataset layout) with, per kept frame, ``<key>.img.png`` (the
 aligned crop), ``<key>.lmk.npy`` (the backend's landmarks in crop pixels) and ``<key>.json``.
@@ -10,22 +11,16 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 import heser
 from heser.config import Config
-from heser.data.media import MediaError, VideoReader, read_image
+from heser.data.media import MediaError, read_image
 from heser.data.shards import tar_writer
-from heser.face.align import (
-    CropWindow,
-    inside_fraction,
-    smooth_windows,
-    transform_points,
-    warp_crop,
-    window_from_points,
-)
-from heser.face.types import Face, FaceBackend, box_iou
+from heser.data.video_io import VideoReader
+from heser.face.align import CropWindow, inside_fraction, transform_points
+from heser.face.cropper import Cropper, choose_face
+from heser.face.types import Face, FaceBackend
 from heser.io import atomic_path, npy_bytes, png_bytes
 from heser.preprocess.items import MediaItem, sample_key
 from heser.rejects import Reject
@@ -49,45 +44,21 @@ class _Detection:
     n_faces: int
 
 
-def detect(backend: FaceBackend, rgb: np.ndarray, max_side: int) -> list[Face]:
-    """Run the backend on a copy no larger than ``max_side``; coordinates in full resolution."""
-    scale = max_side / max(rgb.shape[:2])
-    if scale >= 1:
-        return backend(rgb)
-    small = cv2.resize(rgb, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-    return [_rescale(face, 1 / scale) for face in backend(small)]
-
-
-def _rescale(face: Face, factor: float) -> Face:
-    landmarks = face.landmarks * factor
-    return Face(face.box * factor, face.score, face.five_points * factor, landmarks, face.scheme)
-
-
-def choose_face(faces: list[Face], previous: Face | None) -> Face:
-    """Policy for several faces: the largest, or in a video the one that overlaps the face
-    kept in the previous sampled frame (so a passer-by never steals the track)."""
-    if previous is not None:
-        overlaps = box_iou(previous.box, np.stack([face.box for face in faces]))
-        if max(overlaps) > 0.3:
-            return faces[int(np.argmax(overlaps))]
-    return max(faces, key=lambda face: face.area)
-
-
 class _Detector:
     """Per-frame detection with the reject policy applied (no face, too small, several)."""
 
-    def __init__(self, item: MediaItem, backend: FaceBackend, cfg: Config, result: ItemResult):
-        self.item, self.backend, self.cfg, self.result = item, backend, cfg, result
+    def __init__(self, item: MediaItem, cropper: Cropper, result: ItemResult):
+        self.item, self.cropper, self.result = item, cropper, result
         self.previous: Face | None = None
 
     def __call__(self, frame: int, rgb: np.ndarray) -> _Detection | None:
-        faces = detect(self.backend, rgb, self.cfg.crop.max_image_side)
+        faces = self.cropper.detect(rgb)
         if not faces:
             return self._reject(frame, "no face found")
         face = choose_face(faces, self.previous)
-        if face.size < self.cfg.crop.min_face_px:
-            return self._reject(frame, f"face too small ({face.size:.0f} px < "
-                                       f"crop.min_face_px {self.cfg.crop.min_face_px})")
+        too_small = self.cropper.too_small(face)
+        if too_small:
+            return self._reject(frame, too_small)
         if len(faces) > 1:
             self.result.rejects.append(Reject(STAGE, self.item.file, frame,
                                               f"{len(faces)} faces found", "kept-largest"
@@ -99,27 +70,19 @@ class _Detector:
         self.result.rejects.append(Reject(STAGE, self.item.file, frame, reason))
 
 
-def _windows(detections: list[_Detection | None], cfg: Config) -> dict[int, CropWindow]:
+def _windows(detections: list[_Detection | None], cropper: Cropper,
+             sigma: float) -> dict[int, CropWindow]:
     """Crop windows of the kept frames, smoothed within runs of consecutive kept frames."""
-    windows: dict[int, CropWindow] = {}
-    run: list[_Detection] = []
-    for detection in [*detections, None]:
-        if detection is not None:
-            run.append(detection)
-            continue
-        raw = [window_from_points(d.face.five_points, cfg.crop.scale, cfg.crop.center_shift)
-               for d in run]
-        for d, window in zip(run, smooth_windows(raw, cfg.crop.video.smooth_sigma)):
-            windows[d.frame] = window
-        run = []
-    return windows
+    faces = [None if d is None else d.face for d in detections]
+    return {d.frame: window for d, window in zip(detections, cropper.windows(faces, sigma))
+            if d is not None}
 
 
 def _sample(item: MediaItem, video_key: str, detection: _Detection, window: CropWindow,
-            rgb: np.ndarray, backend: FaceBackend, cfg: Config, notes: list[str],
+            rgb: np.ndarray, cropper: Cropper, cfg: Config, notes: list[str],
             fps: float) -> dict[str, object]:
-    crop, matrix = warp_crop(rgb, window, cfg.crop.size)
-    face = detection.face
+    cropped = cropper.warp(rgb, detection.face, window)
+    face, matrix, backend = cropped.face, cropped.matrix, cropper.backend
     key = sample_key(video_key, detection.frame)
     meta = {
         "key": key, "identity": item.identity, "video": video_key.split("__")[1],
@@ -134,7 +97,8 @@ def _sample(item: MediaItem, video_key: str, detection: _Detection, window: Crop
     }
     return {
         "__key__": key,
-        "img.png": png_bytes(crop, source_type="algorithmicallyEnhanced", source=item.file),
+        "img.png": png_bytes(cropped.image, source_type="algorithmicallyEnhanced",
+                             source=item.file),
         "lmk.npy": npy_bytes(transform_points(face.landmarks, matrix)),
         "json": json.dumps(meta).encode(),
     }
@@ -158,14 +122,16 @@ def crop_item(item: MediaItem, backend: FaceBackend, cfg: Config, out_tar: Path)
 
 
 def _crop_samples(item: MediaItem, backend: FaceBackend, cfg: Config, result: ItemResult):
-    detector = _Detector(item, backend, cfg, result)
+    cropper = Cropper(backend, cfg.crop)
+    detector = _Detector(item, cropper, result)
     video_key = item.video_key
+    sigma = cfg.crop.video.smooth_sigma
     if item.kind == "image":
         rgb, notes = read_image(item.path, cfg.crop.min_image_side)
         detection = detector(0, rgb)
         if detection is not None:
-            window = _windows([detection], cfg)[0]
-            yield _sample(item, video_key, detection, window, rgb, backend, cfg, notes, 0.0)
+            window = _windows([detection], cropper, sigma)[0]
+            yield _sample(item, video_key, detection, window, rgb, cropper, cfg, notes, 0.0)
         return
     reader = VideoReader(item.path, cfg.crop.min_image_side)
     sampling = cfg.crop.video
@@ -174,10 +140,10 @@ def _crop_samples(item: MediaItem, backend: FaceBackend, cfg: Config, result: It
     if reader.info.truncated:
         result.rejects.append(Reject(STAGE, item.file, reader.info.frames_read,
                                      reader.info.notes[-1], "kept-frames-before"))
-    windows = _windows(detections, cfg)
+    windows = _windows(detections, cropper, sigma)
     by_frame = {d.frame: d for d in detections if d is not None}
     # Second pass: decode again rather than hold every sampled full-resolution frame in memory.
     for frame, rgb in VideoReader(item.path).frames(sampling.stride, sampling.max_frames):
         if frame in windows:
-            yield _sample(item, video_key, by_frame[frame], windows[frame], rgb, backend, cfg,
+            yield _sample(item, video_key, by_frame[frame], windows[frame], rgb, cropper, cfg,
                           reader.info.notes, reader.info.fps)

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from heser.baselines import baselines
 from heser.config import Config
 from heser.data.augment import jitter_colors
 from heser.data.masks import fig4_masks
@@ -133,28 +134,6 @@ def _area(images: Tensor, size: torch.Size) -> Tensor:
 
 
 # -- evaluation: the blender against Poisson blending and a naive paste ----------------------
-
-def baselines(head: np.ndarray, background: np.ndarray, head_mask: np.ndarray,
-              hole: np.ndarray) -> dict[str, np.ndarray]:
-    """The same colour-shifted head pasted into the target without a blender: the hole (head
-    and ring) is first filled by OpenCV's inpainting, then the head is pasted as it is
-    ("paste") or with OpenCV's Poisson blending, seamlessClone ("poisson")."""
-    import cv2
-
-    filled = cv2.inpaint(background, hole.astype(np.uint8), 5, cv2.INPAINT_TELEA)
-    mask = head_mask.astype(bool)
-    paste = np.where(mask[..., None], head, filled)
-    clone_mask = (mask * 255).astype(np.uint8)
-    clone_mask[[0, -1], :] = 0  # seamlessClone needs the mask off the border
-    clone_mask[:, [0, -1]] = 0
-    ys, xs = np.nonzero(clone_mask)
-    if len(xs) == 0:
-        return {"paste": paste, "poisson": paste}
-    x0, x1, y0, y1 = xs.min(), xs.max(), ys.min(), ys.max()
-    center = (int((x0 + x1 + 1) // 2), int((y0 + y1 + 1) // 2))
-    poisson = cv2.seamlessClone(head, filled, clone_mask, center, cv2.NORMAL_CLONE)
-    return {"paste": paste, "poisson": poisson}
-
 
 def evaluate_blending(task: BlenderTask, batches: list[Batch]) -> dict[str, float]:
     """PSNR / SSIM inside the head (M_A^H) and the ring (M_A^I) against I_T, for the blender,

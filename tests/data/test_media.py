@@ -1,4 +1,4 @@
-"""Reading real images and videos, and the errors for bad ones."""
+"""Reading real images, and the errors for bad ones."""
 
 from pathlib import Path
 
@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from heser.data.media import MediaError, VideoReader, read_image
+from heser.data.media import MediaError, read_image
 from tests.conftest import MIN_SIDE, read_rgb, sample_path
 
 
@@ -41,20 +41,5 @@ def test_corrupt_and_empty_files_name_the_file(tmp_path: Path):
     corrupt.write_bytes(sample_path("images/lp_d8jpg_man_curly_hair.jpg").read_bytes()[:300])
     with pytest.raises(MediaError, match="corrupt.jpg: not a readable image"):
         read_image(corrupt, MIN_SIDE)
-    with pytest.raises(MediaError, match="file not found"):
-        VideoReader(tmp_path / "missing.mp4")
-
-
-def test_video_smaller_than_min_side_is_rejected():
-    with pytest.raises(MediaError, match=r"image too small \(256x256"):
-        VideoReader(sample_path("videos/mead_W009_front_angry_level3_001.mp4"), min_side=300)
-
-
-def test_video_sampling_stride_and_cap():
-    reader = VideoReader(sample_path("videos/mead_W009_front_angry_level3_001.mp4"))
-    frames = list(reader.frames(stride=5, max_frames=10))
-    assert [i for i, _ in frames] == list(range(0, 50, 5))
-    assert frames[0][1].shape == (256, 256, 3)
-    assert reader.info.fps == 25 and not reader.info.truncated
-    everything = list(VideoReader(reader.path).frames(stride=10, max_frames=1000))
-    assert len(everything) == -(-reader.info.frame_count // 10)
+    with pytest.raises(MediaError, match="missing.jpg: file not found"):
+        read_image(tmp_path / "missing.jpg", MIN_SIDE)

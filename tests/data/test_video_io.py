@@ -1,5 +1,6 @@
-"""Video and image output of `heser swap`, on real sample clips: probing, decoding, H.264 with
-the source's audio copied and cut, the synthetic-media tags, atomic writes, damaged inputs."""
+"""Every video heser reads or writes, on real sample clips: probing, decoding (the crop stage's
+sampled frames too, byte for byte as OpenCV decoded them), H.264 with the source's audio copied
+and cut, the synthetic-media tags, atomic writes, damaged inputs."""
 
 from fractions import Fraction
 from itertools import islice
@@ -13,6 +14,7 @@ import pytest
 from heser.data.media import MediaError
 from heser.data.video_io import (
     SYNTHETIC_SOURCE_TYPE,
+    VideoReader,
     VideoWriter,
     probe_video,
     read_frames,
@@ -24,6 +26,7 @@ from tests.conftest import sample_path
 TALKING = "videos/tpsmm_driving_asian_man.mp4"  # 410x412, 25 fps, 169 frames, AAC audio
 SILENT = "videos/lp_d0_asian_man_greenscreen.mp4"  # 512x512, 25 fps, 78 frames, no audio
 ODD_RATE = "videos/vr1_young_asian_man_suit.mp4"  # 700x700, 1350/61 fps, AAC, video starts late
+BT709 = "videos/lp_d10_woman_long_black_hair.mp4"  # tagged BT.709
 SHORT = 20  # frames encoded per test
 
 
@@ -67,14 +70,46 @@ def test_probe_counts_frames_when_the_container_does_not_say(tmp_path: Path):
     assert probe_video(mkv).frame_count == SHORT
 
 
-def test_read_frames_are_rgb_like_opencv():
-    first = first_frames(TALKING, 1)[0]
-    assert first.dtype == np.uint8 and first.shape == (412, 410, 3)
-    ok, bgr = cv2.VideoCapture(str(sample_path(TALKING))).read()
-    assert ok
-    assert np.abs(first.astype(int) - cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)).max() <= 2
+@pytest.mark.parametrize("name", [TALKING, BT709])
+def test_frames_are_rgb_and_the_bytes_opencv_decodes(name: str):
+    # the crop stage read with OpenCV before; its crops must not change (BT.601 even for a
+    # BT.709-tagged stream, see the module docstring)
+    capture = cv2.VideoCapture(str(sample_path(name)))
+    for rgb in first_frames(name, 3):
+        ok, bgr = capture.read()
+        assert ok and rgb.dtype == np.uint8 and rgb.shape == bgr.shape
+        assert np.array_equal(rgb, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
     mead = sample_path("videos/mead_M030_front_angry_level3_001.mp4")
     assert sum(1 for _ in read_frames(mead)) == probe_video(mead).frame_count
+
+
+def test_reader_samples_with_a_stride_and_a_cap():
+    reader = VideoReader(sample_path("videos/mead_W009_front_angry_level3_001.mp4"))
+    frames = list(reader.frames(stride=5, max_frames=10))
+    assert [i for i, _ in frames] == list(range(0, 50, 5))
+    assert frames[0][1].shape == (256, 256, 3)
+    assert reader.info.fps == 25 and not reader.info.truncated
+    everything = list(VideoReader(reader.path).frames(stride=10, max_frames=1000))
+    assert len(everything) == -(-reader.info.frame_count // 10)
+
+
+def test_reader_keeps_the_frames_of_a_truncated_file_and_notes_it(tmp_path: Path):
+    path = _bad_file(tmp_path, "truncated")  # probe_video and read_frames refuse it
+    reader = VideoReader(path)
+    frames = list(reader.frames(stride=4, max_frames=32))
+    assert len(frames) == 11 and reader.info.truncated
+    assert reader.info.notes == ["truncated: stream ended at frame 44 of 169 the container "
+                                 "declares"]
+
+
+def test_reader_rejects_missing_unreadable_and_too_small_videos(tmp_path: Path):
+    with pytest.raises(MediaError, match="missing.mp4: file not found"):
+        VideoReader(_bad_file(tmp_path, "missing"))
+    with pytest.raises(MediaError, match=r"text.mp4: not a readable video \(corrupt, truncated "
+                                         r"or unsupported container\)"):
+        VideoReader(_bad_file(tmp_path, "text"))
+    with pytest.raises(MediaError, match=r"image too small \(256x256"):
+        VideoReader(sample_path("videos/mead_W009_front_angry_level3_001.mp4"), min_side=300)
 
 
 @pytest.mark.parametrize("name", [TALKING, ODD_RATE])

@@ -4,7 +4,7 @@ import cv2
 import numpy as np
 import pytest
 
-from heser.data.media import VideoReader
+from heser.data.video_io import VideoReader
 from heser.face.align import (
     CropWindow,
     crop_matrix,
@@ -92,17 +92,6 @@ def test_huge_input_crops_like_a_normal_one(face_backend):
     big_window = CropWindow(window.cx * 6 + 2.5, window.cy * 6 + 2.5, window.half * 6, window.angle)
     big, _ = warp_crop(big_image, big_window, 128)  # goes through the area pre-downscale
     assert np.abs(big.astype(int) - small.astype(int)).mean() < 6
-
-
-def test_detection_on_a_huge_frame_is_downscaled_and_mapped_back(face_backend):
-    from heser.preprocess.crop import detect
-
-    image = read_rgb(PHOTO)  # 512 px wide; x10 = 5120, above crop.max_image_side 4096
-    (small,) = detect(face_backend, image, 4096)
-    huge = cv2.resize(image, None, fx=10, fy=10, interpolation=cv2.INTER_LINEAR)
-    (big,) = detect(face_backend, huge, 4096)
-    np.testing.assert_allclose(big.five_points / 10, small.five_points, atol=3)
-    assert big.landmarks.shape == small.landmarks.shape
 
 
 def test_paste_crop_inverts_warp_crop_inside_the_window_and_leaves_the_rest():

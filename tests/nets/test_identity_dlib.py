@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from heser.data.media import VideoReader
+from heser.data.video_io import VideoReader
 from heser.face.fan import five_points_from_ibug68
 from heser.nets.identity_dlib import (
     MODEL_FILE,

@@ -1,4 +1,4 @@
-"""`heser finetune`: crops real photos as the crop stage does and continues training."""
+"""`heser finetune`: continues training on crops that the one cropper cut from real photos."""
 
 from __future__ import annotations
 
@@ -6,8 +6,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from PIL import Image
 
+from heser.face.backends import make_face_backend
+from heser.face.cropper import Cropper
+from heser.swap_media import source_crops
 from heser.train.checkpoint import save_checkpoint
 from heser.train.finetune import FinetuneError, finetune
 from tests.conftest import sample_path
@@ -21,27 +23,26 @@ def base(tmp_path: Path, weights_dir: Path):
     cfg = _tiny(tmp_path, **{"paths.weights": str(weights_dir)})
     checkpoint = tmp_path / "aligner.pt"
     save_checkpoint(checkpoint, _trainer(cfg, ONE).state_dict([{"epoch": 0, "batch": 0}], []))
-    return cfg, checkpoint
+    cropper = Cropper(make_face_backend(cfg, weights_dir), cfg.crop)
+    crops = source_crops(cfg, cropper, [sample_path(p) for p in PHOTOS], [])
+    return cfg, checkpoint, crops
 
 
 def test_finetune_moves_the_generator_and_records_its_sources(base, tmp_path: Path):
-    cfg, checkpoint = base
+    cfg, checkpoint, crops = base
     out = tmp_path / "subject.pt"
-    result = finetune(cfg, [sample_path(p) for p in PHOTOS], checkpoint, 2, out)
-    assert result["steps"] == 2 and result["sources"] == 2
+    result = finetune(cfg, crops, [Path(p).name for p in PHOTOS], checkpoint, 2, out)
+    assert result["steps"] == 2 and result["sources"] == 2 and result["crops"] == 2
     tuned = torch.load(out, weights_only=True)
     original = torch.load(checkpoint, weights_only=True)["generator"]
-    assert tuned["steps"] == 2 and len(tuned["sources"]) == 2
+    assert tuned["steps"] == 2 and tuned["sources"] == [Path(p).name for p in PHOTOS]
     changed = [k for k, v in tuned["generator"].items()
                if v.is_floating_point() and not torch.equal(v, original[k])]
     assert len(changed) > len(original) // 2
 
 
-def test_a_photo_without_a_face_is_named(base, tmp_path: Path):
-    cfg, checkpoint = base
-    blank = tmp_path / "wall.png"
-    Image.new("RGB", (320, 320), (120, 110, 100)).save(blank)
-    with pytest.raises(FinetuneError, match="wall.png: no face found"):
-        finetune(cfg, [sample_path(PHOTOS[0]), blank], checkpoint, 1, tmp_path / "x.pt")
-    with pytest.raises(FinetuneError, match="at least 2 photos"):
-        finetune(cfg, [sample_path(PHOTOS[0])], checkpoint, 1, tmp_path / "x.pt")
+def test_one_crop_is_not_enough(base, tmp_path: Path):
+    cfg, checkpoint, crops = base
+    with pytest.raises(FinetuneError, match="at least 2 crops"):
+        finetune(cfg, crops[:1], ["a.png"], checkpoint, 1, tmp_path / "x.pt")
+    assert not (tmp_path / "x.pt").exists()
