@@ -9,7 +9,7 @@ BIN := $(CURDIR)/$(VENV)/bin
 STAMP := $(VENV)/.installed
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup repro test bench lint clean-state prefect-server preprocess-serve
+.PHONY: setup repro test bench lint clean-state prefect-server preprocess-serve mlflow-ui
 
 setup: $(STAMP)
 
@@ -40,6 +40,15 @@ prefect-server: setup
 preprocess-serve: setup
 	$(PREFECT_ENV) PREFECT_API_URL=$${PREFECT_API_URL:-http://127.0.0.1:4200/api} \
 	  python pipelines/preprocess.py serve
+
+# MLflow's UI on http://127.0.0.1:5000 over the project's tracking store (heser/env.py:
+# .state/mlflow.db, or MLFLOW_TRACKING_URI when set); one worker and no job runner (0.5 GB).
+MLFLOW_STORE ?= $${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/.state/mlflow.db}
+
+mlflow-ui: setup
+	mkdir -p .state
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false mlflow ui --host 127.0.0.1 --port 5000 --workers 1 \
+	  --backend-store-uri $(MLFLOW_STORE) --artifacts-destination $(CURDIR)/.state/mlartifacts
 
 lint: setup
 	ruff check heser stages pipelines tests bench

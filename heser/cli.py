@@ -18,19 +18,25 @@ from pathlib import Path
 import yaml
 
 from heser import __version__, assets
-from heser.config import ConfigError, load_config, parse_override
+from heser.config import (
+    add_overrides_argument,
+    add_params_argument,
+    config_from_args,
+    exit_on_error,
+)
 from heser.env import configure_tool_state
 from heser.face.types import FaceBackendError
+from heser.train.models import ALIGNER
 
 
 def _config(args: argparse.Namespace) -> None:
-    cfg = load_config(args.params, dict(parse_override(s) for s in args.set))
+    cfg = config_from_args(args)
     tree = cfg.model_dump(mode="json", exclude={"root", "profiles"})
     print(yaml.safe_dump(tree, sort_keys=False), end="")
 
 
 def _fetch(args: argparse.Namespace) -> None:
-    cfg = load_config(args.params)
+    cfg = config_from_args(args)
     rows, bad = assets.read_manifest(Path(args.manifest))
     mirrors = assets.mirror_dirs(cfg.assets.mirrors, cfg.root)
     fetched, failed = assets.fetch_all(rows, Path(args.dest), mirrors,
@@ -55,10 +61,9 @@ def _finetune(args: argparse.Namespace) -> None:
     from heser.swap_media import source_crops
     from heser.train.finetune import finetune
 
-    cfg = load_config(args.params, dict(parse_override(s) for s in args.set))
+    cfg = config_from_args(args)
     steps = args.steps or cfg.aligner.finetune_steps
-    checkpoint = Path(args.checkpoint) if args.checkpoint else (
-        cfg.path(cfg.paths.models) / "aligner.pt")
+    checkpoint = Path(args.checkpoint) if args.checkpoint else ALIGNER.checkpoint(cfg)
     if not checkpoint.exists():
         raise FileNotFoundError(f"{checkpoint}: no trained aligner; run `dvc repro train_aligner`")
     sources = [Path(s) for s in args.source]
@@ -74,7 +79,7 @@ def _finetune(args: argparse.Namespace) -> None:
 def _swap(args: argparse.Namespace) -> None:
     from heser.swap_media import run_swap
 
-    cfg = load_config(args.params, dict(parse_override(s) for s in args.set))
+    cfg = config_from_args(args)
     report = run_swap(cfg, [Path(s) for s in args.source], Path(args.target), Path(args.out),
                       target_face=args.target_face, finetune_steps=args.finetune_steps,
                       aligner=Path(args.aligner) if args.aligner else None,
@@ -85,14 +90,15 @@ def _swap(args: argparse.Namespace) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="heser", description="HeSer head swapping pipeline")
     parser.add_argument("--version", action="version", version=f"heser {__version__}")
-    parser.add_argument("--params", default="params.yaml", help="parameters file")
+    add_params_argument(parser)
     sub = parser.add_subparsers(dest="command", required=True)
     config = sub.add_parser("config", help="print the validated parameters")
-    config.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    add_overrides_argument(config)
     config.set_defaults(run=_config)
     fetch = sub.add_parser("fetch", help="download the files of a manifest")
     fetch.add_argument("manifest")
     fetch.add_argument("--dest", required=True)
+    add_overrides_argument(fetch, "assets.retries=5")
     fetch.set_defaults(run=_fetch)
     sheet = sub.add_parser("contact-sheet", help="draw the contact sheet of a shard directory")
     sheet.add_argument("shard_dir")
@@ -105,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--out", required=True, help="where to write the fine-tuned checkpoint")
     tune.add_argument("--steps", type=int, default=0, help="default: aligner.finetune_steps")
     tune.add_argument("--checkpoint", help="trained aligner (default: paths.models/aligner.pt)")
-    tune.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    add_overrides_argument(tune, "aligner.k=4")
     tune.set_defaults(run=_finetune)
     swap = sub.add_parser("swap", help="put the source's head onto a target picture or video")
     swap.add_argument("--source", nargs="+", required=True,
@@ -119,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
                       "the sources for N steps first (cached under swap.finetune_cache)")
     swap.add_argument("--aligner", help="aligner checkpoint (default: paths.models/aligner.pt)")
     swap.add_argument("--blender", help="blender checkpoint (default: paths.models/blender.pt)")
-    swap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    add_overrides_argument(swap, "swap.several_faces=largest")
     swap.set_defaults(run=_swap)
     return parser
 
@@ -127,10 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     configure_tool_state()
-    try:
+    with exit_on_error(f"heser {args.command}", assets.AssetError, FaceBackendError, ValueError):
         args.run(args)
-    except (ConfigError, assets.AssetError, FaceBackendError, OSError, ValueError) as exc:
-        sys.exit(f"heser {args.command}: error: {exc}")
 
 
 if __name__ == "__main__":

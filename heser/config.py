@@ -7,7 +7,11 @@
 
 from __future__ import annotations
 
+import argparse
 import copy
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -409,15 +413,66 @@ def load_config(
         if key != "profile":
             set_dotted(tree, key, value, "override")
     tree["root"] = path.resolve().parent
+    return _validated(tree, str(path))
+
+
+def with_overrides(cfg: Config, overrides: dict[str, Any], origin: str) -> Config:
+    """``cfg`` with dotted overrides applied and validated as load_config applies them; errors
+    name ``origin`` and the key (a sweep's sampled values, for one)."""
+    tree = cfg.model_dump(mode="json")
+    for key, value in overrides.items():
+        set_dotted(tree, key, value, origin)
+    return _validated(tree, origin)
+
+
+def _validated(tree: dict[str, Any], source: str) -> Config:
     try:
         return Config.model_validate(tree)
     except ValidationError as exc:
-        raise ConfigError(_describe(path, exc)) from None
+        raise ConfigError(_describe(source, exc)) from None
 
 
-def _describe(path: Path, exc: ValidationError) -> str:
-    lines = [f"{path}: invalid parameters"]
+def _describe(source: str, exc: ValidationError) -> str:
+    lines = [f"{source}: invalid parameters"]
     for error in exc.errors():
         where = ".".join(str(part) for part in error["loc"]) or "(top level)"
         lines.append(f"  {where}: {error['msg']}")
     return "\n".join(lines)
+
+
+# -- the command line's view: --params and --set, shared by heser, stages/ and pipelines/ ------
+
+def add_params_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--params", type=Path, default=DEFAULT_PARAMS,
+                        help="parameters file (default: the project's params.yaml)")
+
+
+def add_overrides_argument(parser: argparse.ArgumentParser,
+                           example: str = "crop.size=512") -> None:
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help=f"override a parameter, e.g. --set {example}")
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, example: str = "crop.size=512") -> None:
+    """``--params FILE`` and repeatable ``--set KEY=VALUE``; read them with config_from_args."""
+    add_params_argument(parser)
+    add_overrides_argument(parser, example)
+
+
+def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    return dict(parse_override(text) for text in args.set)
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    return load_config(args.params, overrides_from_args(args))
+
+
+@contextmanager
+def exit_on_error(prog: str, *errors: type[Exception]) -> Iterator[None]:
+    """Our errors, which name the file and the problem, as one line ``<prog>: error: ...`` and
+    exit status 1 instead of a traceback: bad parameters, missing or unreadable files, and the
+    caller's own ``errors``."""
+    try:
+        yield
+    except (ConfigError, OSError, *errors) as exc:
+        sys.exit(f"{prog}: error: {exc}")

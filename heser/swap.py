@@ -34,6 +34,7 @@ from heser.nets.blender import Head2SceneBlender
 from heser.nets.correspondence import region_maps
 from heser.nets.identity import make_identity_encoder
 from heser.train.checkpoint import load_checkpoint
+from heser.train.models import ALIGNER, BLENDER
 
 
 class SwapError(ValueError):
@@ -66,8 +67,7 @@ def pick_device(choice: str) -> torch.device:
 
 
 def model_paths(cfg: Config) -> tuple[Path, Path]:
-    models = cfg.path(cfg.paths.models)
-    return models / "aligner.pt", models / "blender.pt"
+    return ALIGNER.checkpoint(cfg), BLENDER.checkpoint(cfg)
 
 
 def _load_generator(path: Path, stage: str) -> dict[str, Tensor]:

@@ -16,7 +16,6 @@ With a server (see the README), start a run of the served deployment with
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -32,7 +31,15 @@ from prefect_ray import RayTaskRunner
 from prefect_ray.context import remote_options
 
 from heser.cluster import ray_init_kwargs
-from heser.config import DEFAULT_PARAMS, Config, ConfigError, load_config, parse_override
+from heser.config import (
+    DEFAULT_PARAMS,
+    Config,
+    add_config_arguments,
+    config_from_args,
+    exit_on_error,
+    load_config,
+    overrides_from_args,
+)
 from heser.env import configure_tool_state
 from heser.preprocess.resumable import (
     RowBatch,
@@ -139,23 +146,18 @@ def main(argv: list[str] | None = None) -> None:
     sub.add_parser("serve", help=f"register deployment preprocess/{DEPLOYMENT} and run its runs")
     run = sub.add_parser("run", help="run the flow once in this process")
     run.add_argument("--manifest", help="manifest CSV (default: assets.data_manifest)")
-    run.add_argument("--params", default=str(DEFAULT_PARAMS), help="parameters file")
-    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                     help="override a parameter, e.g. --set ray.num_cpus=2")
+    add_config_arguments(run, "ray.num_cpus=2")
     args = parser.parse_args(argv)
     configure_tool_state()
-    try:
+    with exit_on_error("preprocess", RuntimeError):
         if args.command == "serve":
             _require_server()
             serve(deployment())
         else:
-            overrides = dict(parse_override(s) for s in args.set)
-            load_config(args.params, overrides)  # fail early, before any server or Ray starts
+            config_from_args(args)  # fail early, before any server or Ray starts
             with api_server():
-                result = preprocess(args.manifest, args.params, overrides)
+                result = preprocess(args.manifest, str(args.params), overrides_from_args(args))
             print({k: v for k, v in result.items() if k != "metrics"})
-    except (ConfigError, RuntimeError, OSError) as exc:
-        sys.exit(f"preprocess: error: {exc}")
 
 
 @contextmanager

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -29,10 +28,16 @@ from ray.tune.schedulers import TrialScheduler
 from ray.tune.search import BasicVariantGenerator
 
 from heser.cluster import ray_init_kwargs
-from heser.config import DEFAULT_PARAMS, Config, ConfigError, load_config, parse_override
+from heser.config import (
+    Config,
+    ConfigError,
+    add_config_arguments,
+    config_from_args,
+    exit_on_error,
+)
 from heser.env import configure_tool_state
 from heser.train import sweep
-from heser.train.tracking import Tracker
+from heser.train.tracking import Tracker, run_name
 
 STATE = "heser_sweep.json"  # in the experiment dir: the model, config and MLflow parent run
 
@@ -48,8 +53,8 @@ def start(cfg: Config, model: str, name: str) -> dict[str, Any]:
         raise ConfigError(f"{path} exists: continue that sweep with `restore --name {name}`, "
                           "or remove it, or choose another --name")
     space, tuning = sweep.search_space(cfg, model), sweep.scheduler(cfg, model)
-    parent = Tracker(sweep.experiment_name(model), name, _sweep_params(cfg, model),
-                     enabled=True)
+    parent = Tracker(sweep.experiment_name(model), run_name("sweep", name),
+                     _sweep_params(cfg, model), enabled=True)
     path.mkdir(parents=True)
     (path / STATE).write_text(json.dumps({"model": model, "name": name,
                                           "parent_run_id": parent.run_id,
@@ -155,24 +160,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for command, text in (("run", "start a sweep"),
                           ("restore", "continue an interrupted sweep from its experiment dir")):
         one = sub.add_parser(command, help=text)
-        one.add_argument("--model", choices=sweep.MODELS, required=True)
+        one.add_argument("--model", choices=sorted(sweep.TASKS), required=True)
         one.add_argument("--name", help="experiment name under tune.storage (default: the model)")
-        one.add_argument("--params", default=str(DEFAULT_PARAMS), help="parameters file")
-        one.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                         help="override a parameter, e.g. --set tune.blender.num_samples=8"
-                              + (" (restore: only where to find the sweep)"
-                                 if command == "restore" else ""))
+        add_config_arguments(one, "tune.blender.num_samples=8" + (
+            " (restore: only where to find the sweep)" if command == "restore" else ""))
     args = parser.parse_args(argv)
     configure_tool_state()
-    try:
-        cfg = load_config(args.params, dict(parse_override(s) for s in args.set))
+    with exit_on_error("tune", RuntimeError):
+        cfg = config_from_args(args)
         name = args.name or args.model
         if args.command == "run":
             result = start(cfg, args.model, name)
         else:
             result = restore(experiment_dir(cfg, name))
-    except (ConfigError, RuntimeError, OSError) as exc:
-        sys.exit(f"tune: error: {exc}")
     print(json.dumps(result["best"], indent=2))
     return result
 

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Callable
 
-from heser.config import Config, ConfigError, load_config, parse_override
+from heser.config import Config, add_config_arguments, config_from_args, exit_on_error
 from heser.env import configure_tool_state
 
 
@@ -14,16 +13,11 @@ def run_stage(name: str, body: Callable[[Config, argparse.Namespace], object],
               workers: bool = False) -> None:
     parser = argparse.ArgumentParser(prog=f"python -m stages.{name}",
                                      description=f"DVC stage `{name}`")
-    parser.add_argument("--params", default="params.yaml", help="parameters file")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a parameter, e.g. --set crop.size=512")
+    add_config_arguments(parser)
     if workers:
         parser.add_argument("--workers", type=int, default=0,
                             help="worker processes (0 = one per CPU core)")
     args = parser.parse_args()
     configure_tool_state()
-    try:
-        cfg = load_config(args.params, dict(parse_override(s) for s in args.set))
-        print(f"{name}: {body(cfg, args)}")
-    except (ConfigError, RuntimeError, OSError, ValueError) as exc:  # ours name file and problem
-        sys.exit(f"{name}: error: {exc}")
+    with exit_on_error(name, RuntimeError, ValueError):
+        print(f"{name}: {body(config_from_args(args), args)}")

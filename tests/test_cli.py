@@ -14,6 +14,12 @@ def test_config_prints_validated_values(capsys):
     assert "size: 128" in out and "backend: mediapipe" in out
 
 
+def test_config_runs_from_any_directory_on_the_projects_params(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    main(["config", "--set", "crop.size=96"])
+    assert "size: 96" in capsys.readouterr().out
+
+
 def test_bad_override_is_a_clear_error():
     with pytest.raises(SystemExit, match="crop.size"):
         main(["--params", str(ROOT / "params.yaml"), "config", "--set", "crop.size=huge"])

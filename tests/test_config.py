@@ -1,8 +1,18 @@
+import argparse
 from pathlib import Path
 
 import pytest
 
-from heser.config import ConfigError, load_config, parse_override
+from heser.config import (
+    DEFAULT_PARAMS,
+    ConfigError,
+    add_config_arguments,
+    config_from_args,
+    exit_on_error,
+    load_config,
+    parse_override,
+    with_overrides,
+)
 from tests.conftest import ROOT
 
 PARAMS = ROOT / "params.yaml"
@@ -59,3 +69,41 @@ def test_parse_override_reads_yaml_values():
     assert parse_override("parse.bisenet_checkpoint=null") == ("parse.bisenet_checkpoint", None)
     with pytest.raises(ConfigError):
         parse_override("crop.size")
+
+
+def test_with_overrides_applies_and_validates_as_load_config_does():
+    cfg = load_config(PARAMS)
+    tuned = with_overrides(cfg, {"blender.tau": 0.05, "crop.size": 128}, "trial")
+    assert (tuned.blender.tau, tuned.crop.size, tuned.root) == (0.05, 128, cfg.root)
+    assert cfg.blender.tau != 0.05  # a new config, the old one as it was
+    with pytest.raises(ConfigError, match="trial: blender.tauu: no such parameter"):
+        with_overrides(cfg, {"blender.tauu": 1}, "trial")
+    with pytest.raises(ConfigError, match="trial: invalid parameters\n  crop.size: Input should "
+                                          "be greater than or equal to 32"):
+        with_overrides(cfg, {"crop.size": 4}, "trial")
+
+
+def test_the_command_line_reads_params_from_the_project_wherever_it_runs(tmp_path: Path,
+                                                                          monkeypatch):
+    parser = argparse.ArgumentParser()
+    add_config_arguments(parser)
+    monkeypatch.chdir(tmp_path)  # no params.yaml here
+    args = parser.parse_args(["--set", "crop.size=128", "--set", "crop.backend=fan"])
+    assert args.params == DEFAULT_PARAMS
+    cfg = config_from_args(args)
+    assert (cfg.crop.size, cfg.crop.backend, cfg.root) == (128, "fan", ROOT)
+
+
+def test_errors_exit_with_one_line_naming_the_program(tmp_path: Path, capsys):
+    parser = argparse.ArgumentParser()
+    add_config_arguments(parser)
+    args = parser.parse_args(["--params", str(tmp_path / "missing.yaml")])
+    missing = r"^stage: error: .*missing.yaml: file not found$"
+    with pytest.raises(SystemExit, match=missing), exit_on_error("stage"):
+        config_from_args(args)
+    with pytest.raises(SystemExit, match="^stage: error: boom$"), exit_on_error(
+            "stage", RuntimeError):
+        raise RuntimeError("boom")
+    # not one of ours: a traceback, as a bug should have
+    with pytest.raises(KeyError), exit_on_error("stage"):
+        raise KeyError("x")

@@ -3,13 +3,12 @@
 
 from __future__ import annotations
 
-import zlib
 from typing import Any
 
 import numpy as np
 import torch
 from skimage.metrics import structural_similarity
-from torch import Tensor
+from torch import Tensor, nn
 
 from heser.config import Config
 from heser.data.augment import central_crop, pose_augment
@@ -19,31 +18,27 @@ from heser.nets.aligner import Head2HeadAligner
 from heser.nets.discriminator import Discriminator
 from heser.nets.identity import cosine_distance, make_identity_encoder
 from heser.nets.perceptual import make_perceptual_net
+from heser.train.gan import episode_generators
+from heser.train.models import ALIGNER
 
 Batch = dict[str, Any]
 
 
 class AlignerTask:
+    model = ALIGNER
+
     def __init__(self, cfg: Config, device: torch.device):
         self.cfg, self.a, self.device = cfg, cfg.aligner, device
         self.identity = make_identity_encoder(self.a.identity, cfg.root).to(device)  # E_id, frozen
         self.perceptual, self.perceptual_name = make_perceptual_net(self.a.loss, self.identity,
                                                                     cfg.root)
         self.perceptual.to(device)
-        self.aligner = Head2HeadAligner(self.a, self.identity.dim, cfg.root).to(device)
+        self.generator = Head2HeadAligner(self.a, self.identity.dim, cfg.root).to(device)  # G_A
         d = self.a.discriminator
-        self.critic = Discriminator(self.a.size, d.base_channels, d.max_channels).to(device)
-        # what the trainer optimises (and may wrap for data parallelism)
-        self.generator, self.discriminator = self.aligner, self.critic
+        self.discriminator = Discriminator(self.a.size, d.base_channels,
+                                           d.max_channels).to(device)  # D_A
 
     # -- inputs -----------------------------------------------------------------------------
-
-    def _augment_generators(self, keys: list[str], step: int) -> list[torch.Generator]:
-        """One generator per episode, seeded by (seed, step, target key): the augmentation of
-        an episode does not depend on how the batch is split over processes or micro-batches."""
-        seed = self.a.train.seed
-        return [torch.Generator().manual_seed(zlib.crc32(f"{seed}:{step}:{key}".encode()))
-                for key in keys]
 
     def prepare(self, batch: Batch, step: int, augment: bool = True) -> Batch:
         sources = batch["sources"].to(self.device)  # [B, K, 3, H, W], the K source crops
@@ -52,7 +47,7 @@ class AlignerTask:
         with torch.no_grad():
             identity_codes = self.identity(sources.flatten(0, 1)).view(b, k, -1)
         if augment:
-            gens = self._augment_generators(list(batch["target_key"]), step)
+            gens = episode_generators(self.a.train.seed, step, list(batch["target_key"]))
             aug = self.a.augment
             posed = torch.cat([pose_augment(target[i:i + 1], g, aug.rotation_deg, aug.scale,
                                             aug.shift, aug.color) for i, g in enumerate(gens)])
@@ -70,25 +65,21 @@ class AlignerTask:
 
     # -- GanTask ----------------------------------------------------------------------------
 
-    def fake(self, inputs: Batch) -> dict[str, Tensor]:
-        return {"image": self.generator(inputs["sources"], inputs["identity_codes"],
-                                        inputs["pose_input"], inputs["expression_input"])}  # I_A
-
-    def animate(self, inputs: Batch) -> Tensor:
-        """I_A from the bare network: evaluation on one process, never through a DDP wrapper."""
-        return self.aligner(inputs["sources"], inputs["identity_codes"], inputs["pose_input"],
-                            inputs["expression_input"])
+    def fake(self, inputs: Batch, generator: nn.Module) -> dict[str, Tensor]:
+        return {"image": generator(inputs["sources"], inputs["identity_codes"],
+                                   inputs["pose_input"], inputs["expression_input"])}  # I_A
 
     def real(self, inputs: Batch) -> Tensor:
         return inputs["target"]
 
-    def discriminate(self, inputs: Batch, images: Tensor) -> tuple[Tensor, list[Tensor]]:
-        return self.discriminator(images)  # D_A sees the image alone
+    def discriminate(self, inputs: Batch, images: Tensor,
+                     discriminator: nn.Module) -> tuple[Tensor, list[Tensor]]:
+        return discriminator(images)  # D_A sees the image alone
 
-    def generator_loss(self, inputs: Batch,
-                       fake: dict[str, Tensor]) -> tuple[Tensor, dict[str, float]]:
+    def generator_loss(self, inputs: Batch, fake: dict[str, Tensor],
+                       discriminator: nn.Module) -> tuple[Tensor, dict[str, float]]:
         losses = aligner_generator_losses(fake["image"], inputs["target"], self.a.loss,
-                                          self.perceptual, self.identity, self.discriminator)
+                                          self.perceptual, self.identity, discriminator)
         return losses.total, losses.items()
 
     def sample_grid(self, inputs: Batch, fake: dict[str, Tensor], rows: int = 4) -> np.ndarray:
@@ -103,24 +94,24 @@ class AlignerTask:
     def preview(self, batch: Batch) -> np.ndarray:
         """The sample grid of held-out episodes, unaugmented pose path."""
         inputs = self.prepare(batch, 0, augment=False)
-        self.aligner.eval()
-        grid = self.sample_grid(inputs, {"image": self.animate(inputs)})
-        self.aligner.train()
+        self.generator.eval()
+        grid = self.sample_grid(inputs, self.fake(inputs, self.generator))
+        self.generator.train()
         return grid
 
     @torch.no_grad()
     def evaluate(self, batches: list[Batch]) -> dict[str, float]:
         """L1, SSIM and identity cosine of I_A against I_T, unaugmented pose path."""
-        self.aligner.eval()
+        self.generator.eval()
         l1, ssim, cosine = [], [], []
         for batch in batches:
             inputs = self.prepare(batch, 0, augment=False)
-            fake = self.animate(inputs).float()
+            fake = self.fake(inputs, self.generator)["image"].float()
             target = inputs["target"]
             l1 += (fake - target).abs().mean(dim=(1, 2, 3)).tolist()
             cosine += (1 - cosine_distance(self.identity(fake), self.identity(target))).tolist()
             for a, b in zip(to_unit(fake).cpu().numpy(), to_unit(target).cpu().numpy()):
                 ssim.append(structural_similarity(a, b, channel_axis=0, data_range=1.0))
-        self.aligner.train()
+        self.generator.train()
         return {"l1": float(np.mean(l1)), "ssim": float(np.mean(ssim)),
                 "identity_cosine": float(np.mean(cosine)), "episodes": float(len(l1))}

@@ -6,15 +6,21 @@ what the generator's losses are; this module does the rest the same way for both
 discriminator phase, then the generator phase, each with gradient accumulation over
 micro-batches, bf16 autocast and channels_last on GPU, data-parallel wrapping under torchrun,
 checkpoints with exact resume, MLflow logging and a progress bar.
+
+Under torchrun the trainer wraps the task's networks in DistributedDataParallel once and hands
+the wrappers to the task's step methods (as stylegan2-ada-pytorch does); the task keeps only the
+bare networks, which checkpoints, evaluation and previews use, so evaluating on the main process
+alone makes no collective call.
 """
 
 from __future__ import annotations
 
 import contextlib
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 import torch
@@ -26,6 +32,7 @@ from heser.config import Train
 from heser.losses import hinge_d
 from heser.train.checkpoint import load_checkpoint, restore_rng, rng_state, save_checkpoint
 from heser.train.distributed import DistInfo, gather_objects, mean_over_processes
+from heser.train.models import TrainableModel
 from heser.train.tracking import Tracker
 
 Batch = dict[str, Any]
@@ -33,15 +40,32 @@ Outputs = dict[str, Tensor]  # the generator's image under "image", plus what it
 
 
 class GanTask(Protocol):
-    generator: nn.Module
+    """What the trainer and the training stage need of a model. The step methods run the
+    networks they are given (the trainer's data-parallel wrappers, or the bare ones);
+    ``evaluate`` and ``preview`` run the bare networks, without collective calls."""
+
+    model: ClassVar[TrainableModel]  # the registry entry this task trains
+    generator: nn.Module  # the bare networks, checkpointed as they are
     discriminator: nn.Module
+    perceptual_name: str  # which features the perceptual loss compares (logged)
 
     def prepare(self, batch: Batch, step: int) -> Batch: ...
-    def fake(self, inputs: Batch) -> Outputs: ...
+    def fake(self, inputs: Batch, generator: nn.Module) -> Outputs: ...
     def real(self, inputs: Batch) -> Tensor: ...
-    def discriminate(self, inputs: Batch, images: Tensor) -> tuple[Tensor, list[Tensor]]: ...
-    def generator_loss(self, inputs: Batch, fake: Outputs) -> tuple[Tensor, dict[str, float]]: ...
+    def discriminate(self, inputs: Batch, images: Tensor,
+                     discriminator: nn.Module) -> tuple[Tensor, list[Tensor]]: ...
+    def generator_loss(self, inputs: Batch, fake: Outputs,
+                       discriminator: nn.Module) -> tuple[Tensor, dict[str, float]]: ...
     def sample_grid(self, inputs: Batch, fake: Outputs) -> np.ndarray: ...
+    def evaluate(self, batches: list[Batch]) -> dict[str, float]: ...
+    def preview(self, batch: Batch) -> np.ndarray: ...
+
+
+def episode_generators(seed: int, step: int, keys: list[str]) -> list[torch.Generator]:
+    """One random generator per episode, seeded by (seed, step, target key): an episode's
+    augmentation does not depend on how the batch is split over processes or micro-batches."""
+    return [torch.Generator().manual_seed(zlib.crc32(f"{seed}:{step}:{key}".encode()))
+            for key in keys]
 
 
 @dataclass
@@ -68,15 +92,14 @@ class GanTrainer:
         if self.device.type == "cuda":
             task.generator.to(memory_format=torch.channels_last)
             task.discriminator.to(memory_format=torch.channels_last)
-        self.models = {"generator": task.generator, "discriminator": task.discriminator}
-        if dist.world_size > 1:
-            task.generator = DistributedDataParallel(task.generator)
-            task.discriminator = DistributedDataParallel(task.discriminator)
+        # the networks the steps run: under torchrun their data-parallel wrappers, built once
+        self.generator, self.discriminator = (
+            (DistributedDataParallel(task.generator), DistributedDataParallel(task.discriminator))
+            if dist.world_size > 1 else (task.generator, task.discriminator))
         betas = tuple(train.optim.betas)
-        self.opt_g = torch.optim.Adam(self.models["generator"].parameters(), train.optim.lr_g,
+        self.opt_g = torch.optim.Adam(task.generator.parameters(), train.optim.lr_g, betas=betas)
+        self.opt_d = torch.optim.Adam(task.discriminator.parameters(), train.optim.lr_d,
                                       betas=betas)
-        self.opt_d = torch.optim.Adam(self.models["discriminator"].parameters(),
-                                      train.optim.lr_d, betas=betas)
         self.step = 0
 
     # -- one step ---------------------------------------------------------------------------
@@ -99,11 +122,12 @@ class GanTrainer:
         self.opt_d.zero_grad(set_to_none=True)
         total = 0.0
         for i, inputs in enumerate(micro):
-            with self._sync(self.task.discriminator, i == len(micro) - 1), self.autocast:
+            with self._sync(self.discriminator, i == len(micro) - 1), self.autocast:
                 with torch.no_grad():
-                    fake = self.task.fake(inputs)["image"]
-                real_logits, _ = self.task.discriminate(inputs, self.task.real(inputs))
-                fake_logits, _ = self.task.discriminate(inputs, fake)
+                    fake = self.task.fake(inputs, self.generator)["image"]
+                real_logits, _ = self.task.discriminate(inputs, self.task.real(inputs),
+                                                        self.discriminator)
+                fake_logits, _ = self.task.discriminate(inputs, fake, self.discriminator)
                 loss = hinge_d(real_logits.float(), fake_logits.float()) / len(micro)
                 loss.backward()
             total += float(loss.detach())
@@ -114,9 +138,9 @@ class GanTrainer:
         self.opt_g.zero_grad(set_to_none=True)
         sums: dict[str, float] = {}
         for i, inputs in enumerate(micro):
-            with self._sync(self.task.generator, i == len(micro) - 1), self.autocast:
-                fake = self.task.fake(inputs)
-                loss, items = self.task.generator_loss(inputs, fake)
+            with self._sync(self.generator, i == len(micro) - 1), self.autocast:
+                fake = self.task.fake(inputs, self.generator)
+                loss, items = self.task.generator_loss(inputs, fake, self.discriminator)
                 (loss / len(micro)).backward()
             for name, value in items.items():
                 sums[name] = sums.get(name, 0.0) + value / len(micro)
@@ -129,8 +153,8 @@ class GanTrainer:
                    history: list[dict[str, float]]) -> dict[str, Any]:
         """``data_states``: each process's (epoch, batch) position; ``history``: logged losses."""
         return {"step": self.step, "data": data_states, "history": history, "rng": rng_state(),
-                "generator": self.models["generator"].state_dict(),
-                "discriminator": self.models["discriminator"].state_dict(),
+                "generator": self.task.generator.state_dict(),
+                "discriminator": self.task.discriminator.state_dict(),
                 "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> tuple[dict[str, int], list]:
@@ -139,8 +163,8 @@ class GanTrainer:
         if len(data) != self.dist.world_size:
             raise ValueError(f"checkpoint of a {len(data)}-process run; resume it with as many "
                              f"processes (this run has {self.dist.world_size})")
-        self.models["generator"].load_state_dict(state["generator"])
-        self.models["discriminator"].load_state_dict(state["discriminator"])
+        self.task.generator.load_state_dict(state["generator"])
+        self.task.discriminator.load_state_dict(state["discriminator"])
         self.opt_g.load_state_dict(state["opt_g"])
         self.opt_d.load_state_dict(state["opt_d"])
         self.step = int(state["step"])

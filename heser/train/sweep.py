@@ -25,21 +25,22 @@ from typing import Any
 from mlflow.entities import Param
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
-from pydantic import ValidationError
 from ray import tune
 from ray.air.integrations.mlflow import MLflowLoggerCallback
 from ray.tune.experiment import Trial
 from ray.tune.result import TIMESTEPS_TOTAL, TRAINING_ITERATION
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 
-from heser.config import Config, ConfigError, TuneModel, set_dotted
+from heser.config import Config, ConfigError, TuneModel, with_overrides
 from heser.io import atomic_path, save_png
 from heser.train.aligner import AlignerTask
 from heser.train.blender import BlenderTask
-from heser.train.stage import Evaluation, train_stage
+from heser.train.gan import GanTask
+from heser.train.stage import Evaluation, StageOptions, train_stage
 from heser.train.tracking import flatten
 
-MODELS = ("aligner", "blender")
+# the models a sweep can train, by registry name (heser.train.models)
+TASKS: dict[str, type[GanTask]] = {task.model.name: task for task in (AlignerTask, BlenderTask)}
 OBJECTIVE = "objective"  # the reported mean of the model's `tune.<model>.metric` keys
 SAMPLES = "samples.png"  # the held-out sample grid saved in every trial checkpoint
 SCRATCH = "scratch"  # in the experiment dir: <trial id>/, each trial's working files
@@ -58,18 +59,6 @@ def experiment_name(model: str) -> str:
 
 
 # -- configuration ---------------------------------------------------------------------------
-
-def with_overrides(cfg: Config, overrides: dict[str, Any], origin: str) -> Config:
-    """``cfg`` with dotted overrides applied and validated; errors name ``origin`` and the key."""
-    tree = cfg.model_dump(mode="json")
-    for key, value in overrides.items():
-        set_dotted(tree, key, value, origin)
-    try:
-        return Config.model_validate(tree)
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise ConfigError(f"{origin}: {problems}") from None
-
 
 def trial_base(cfg: Config, model: str) -> Config:
     """The config every trial starts from: ``tune.<model>.overrides``, then the sweep's budget
@@ -113,11 +102,6 @@ def scheduler(cfg: Config, model: str) -> TrialScheduler:
 
 # -- the trial -------------------------------------------------------------------------------
 
-def _task(model: str, cfg: Config) -> tuple[Callable, int]:
-    """The stage's task and K, as stages/train_<model>.py passes them to train_stage."""
-    return (AlignerTask, cfg.aligner.k) if model == "aligner" else (BlenderTask, 1)
-
-
 def run_trial(config: dict[str, Any], model: str, base: Config, scratch: Path) -> None:
     """One trial: ``train_stage`` on ``base`` with the sampled values, its files in
     ``scratch/<trial id>``. The trainer's checkpoint there is what Tune copies at every report,
@@ -132,10 +116,10 @@ def run_trial(config: dict[str, Any], model: str, base: Config, scratch: Path) -
     if restored is not None:
         with restored.as_directory() as saved:
             shutil.copyfile(Path(saved) / weights.name, weights)
-    make_task, k = _task(model, cfg)
     keys = getattr(cfg.tune, model).metric
-    train_stage(cfg, model, make_task, getattr(cfg, model).train, k, weights,
-                folder / "reports", {}, track=False, on_evaluate=partial(_report, folder, keys))
+    train_stage(cfg, TASKS[model], StageOptions(
+        checkpoint=weights, reports=folder / "reports", track=False,
+        on_evaluate=partial(_report, folder, keys)))
 
 
 def _report(folder: Path, keys: list[str], evaluation: Evaluation) -> None:
@@ -167,6 +151,17 @@ def trial_dirname(trial: Trial) -> str:
     return trial.trial_id
 
 
+def trial_run_name(trial_id: str) -> str:
+    """A trial's MLflow run: its trial id, as in reports/tune_<model>.csv and the trial dir."""
+    return f"trial {trial_id}"
+
+
+def trial_status(failed: bool, iterations: int, reports: int) -> str:
+    """How a trial ended: ``error``, ``completed`` (every report of its budget) or
+    ``stopped`` (by the scheduler, early)."""
+    return "error" if failed else "completed" if iterations >= reports else "stopped"
+
+
 # -- MLflow ----------------------------------------------------------------------------------
 
 class TrialRuns(MLflowLoggerCallback):
@@ -196,7 +191,7 @@ class TrialRuns(MLflowLoggerCallback):
         if run_id is not None:  # resumed by Tuner.restore: the same run, running again
             client.update_run(run_id, status="RUNNING")
         else:
-            run = self.mlflow_util.start_run(run_name=str(trial), tags={
+            run = self.mlflow_util.start_run(run_name=trial_run_name(trial.trial_id), tags={
                 **self.tags, "trial_name": str(trial), TRIAL_ID_TAG: trial.trial_id})
             run_id = run.info.run_id
             params = {**self.params, **{key: str(v) for key, v in trial.config.items()}}
@@ -214,8 +209,7 @@ class TrialRuns(MLflowLoggerCallback):
         run_id = self._trial_runs[trial]
         client = self._client()
         iterations = int(trial.last_result.get(TRAINING_ITERATION, 0))
-        end = "error" if failed else "completed" if iterations >= self.reports else "stopped"
-        client.set_tag(run_id, "heser.end", end)
+        client.set_tag(run_id, "heser.end", trial_status(failed, iterations, self.reports))
         if trial.checkpoint is not None:
             with trial.checkpoint.as_directory() as saved:
                 if (Path(saved) / SAMPLES).exists():
@@ -277,7 +271,8 @@ def interrupted(grid: tune.ResultGrid, cfg: Config, model: str, client: MlflowCl
 
 def sweep_params(cfg: Config, model: str) -> dict[str, str]:
     """The parameters of every trial run: the trial base config's model section, flattened."""
-    return flatten({model: getattr(trial_base(cfg, model), model).model_dump(mode="json")})
+    section = getattr(trial_base(cfg, model), model).model_dump(mode="json")
+    return {key: str(value) for key, value in flatten({model: section}).items()}
 
 
 # -- results ---------------------------------------------------------------------------------
@@ -292,8 +287,7 @@ def trial_rows(grid: tune.ResultGrid, cfg: Config, model: str,
     for result in grid:
         trial_id, metrics = Path(result.path).name, result.metrics or {}
         iterations = int(metrics.get(TRAINING_ITERATION, 0))
-        status = ("error" if result.error else "completed" if iterations >= reports
-                  else "stopped")
+        status = trial_status(result.error is not None, iterations, reports)
         rows.append({"trial_id": trial_id, "status": status, "iterations": iterations,
                      "step": metrics.get(TIMESTEPS_TOTAL), OBJECTIVE: metrics.get(OBJECTIVE),
                      **{key: result.config.get(key) for key in spec.search_space},

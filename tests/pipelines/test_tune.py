@@ -23,6 +23,7 @@ from ray.tune.search.sample import Categorical, Float
 
 from heser.config import ConfigError
 from heser.train import sweep
+from heser.train.tracking import EXPERIMENT_KIND
 from pipelines.tune import main
 from tests.conftest import ROOT, make_config, preprocess_sample, write_manifest
 from tests.train.test_blender_task import TINY as TINY_BLENDER
@@ -73,7 +74,7 @@ def _runs(client: MlflowClient, model: str = "blender") -> list:
 
 def _sweep_runs(client: MlflowClient, name: str) -> tuple:
     runs = _runs(client)
-    parent = next(run for run in runs if run.info.run_name == name)
+    parent = next(run for run in runs if run.info.run_name.startswith(f"sweep {name} "))
     children = [run for run in runs
                 if run.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
     return parent, children
@@ -95,8 +96,11 @@ def test_every_trial_is_a_finished_nested_run_with_params_metrics_and_grid(
         asha_sweep: dict, store: MlflowClient):
     parent, children = _sweep_runs(store, "asha")
     assert parent.info.status == "FINISHED" and len(children) == 3
+    experiment = store.get_experiment(parent.info.experiment_id)
+    assert experiment.tags[EXPERIMENT_KIND[0]] == EXPERIMENT_KIND[1]  # the training-runs table
     for run in children:
         assert run.info.status == "FINISHED"
+        assert run.info.run_name == f"trial {run.data.tags['heser.trial_id']}"
         assert run.data.tags["heser.end"] in ("completed", "stopped")  # ASHA may stop some
         assert set(BLENDER_KEYS) <= set(run.data.params)
         assert run.data.params["blender.size"] == "64"  # the whole model section
@@ -236,9 +240,9 @@ def test_a_bad_distribution_is_refused_when_params_load(tmp_path: Path, space, m
     ({"tune.blender.search_space": {"blender.tauu": {"choice": [0.1]}}},
      "tune.blender.search_space: blender.tauu=0.1: blender.tauu: no such parameter"),
     ({"tune.blender.search_space": {"blender.size": {"choice": [128, 96]}}},
-     "blender.size=96: .*multiple of 64"),
+     "blender.size=96: invalid parameters\n  blender: .*multiple of 64"),
     ({"tune.blender.search_space": {"blender.tau": {"uniform": [0, 0.1]}}},
-     "blender.tau=0: blender.tau: Input should be greater than 0"),
+     "blender.tau=0: invalid parameters\n  blender.tau: Input should be greater than 0"),
     ({"tune.blender.overrides": {"blender.train.stepz": 3}},
      "tune.blender.overrides: blender.train.stepz: no such parameter"),
     ({"tune.scheduler.grace_period": 9}, "grace_period \\(9\\) is more than the 4 reports"),

@@ -61,11 +61,11 @@ def test_inputs_follow_fig4(task, batch):
 def test_one_step_trains_the_features_through_the_references(task, batch):
     blender, cfg = task
     trainer = GanTrainer(blender, cfg.blender.train, DistInfo(0, 1, torch.device("cpu")))
-    before = [p.detach().clone() for p in blender.blender.fpn.parameters()]
+    before = [p.detach().clone() for p in blender.generator.fpn.parameters()]
     result = trainer.train_step(batch)
     assert all(np.isfinite(v) for v in result.losses.values())
     assert result.losses["cycle"] > 0
-    moved = [not torch.equal(a, p) for a, p in zip(before, blender.blender.fpn.parameters())]
+    moved = [not torch.equal(a, p) for a, p in zip(before, blender.generator.fpn.parameters())]
     assert all(moved)  # the FPN learns only through the correspondence: it must get gradients
     grid = blender.sample_grid(result.inputs, result.fake)
     assert grid.shape == (2 * 64, 6 * 64, 3) and grid.dtype == np.uint8

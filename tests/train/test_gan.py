@@ -11,6 +11,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from torch.nn.parallel import DistributedDataParallel
 
 from heser.config import Config
 from heser.train.checkpoint import load_checkpoint
@@ -98,11 +99,15 @@ def _ddp_rank(rank: int, port: int, cfg: Config, out: Path) -> None:
     try:
         torch.set_num_threads(1)
         trainer = _trainer(cfg, DistInfo(rank, 2, torch.device("cpu")))
+        # the wrappers are the trainer's, built once; the task keeps one bare module per network
+        assert isinstance(trainer.generator, DistributedDataParallel)
+        assert trainer.generator.module is trainer.task.generator
+        assert trainer.discriminator.module is trainer.task.discriminator
         batch = _batches(1)[0]
         half = {k: v[rank * 2:(rank + 1) * 2] for k, v in batch.items()}
         trainer.train_step(half)
         if rank == 0:
-            torch.save(trainer.models["generator"].state_dict(), out)
+            torch.save(trainer.task.generator.state_dict(), out)
     finally:
         dist.destroy_process_group()
 
@@ -110,9 +115,9 @@ def test_two_process_step_equals_one_process_on_the_combined_batch(tmp_path: Pat
     cfg = _tiny(tmp_path)
     torch.set_num_threads(1)
     single = _trainer(cfg, ONE)
-    before = {k: v.clone() for k, v in single.models["generator"].state_dict().items()}
+    before = {k: v.clone() for k, v in single.task.generator.state_dict().items()}
     single.train_step(_batches(1)[0])
-    expected = single.models["generator"].state_dict()
+    expected = single.task.generator.state_dict()
     out = tmp_path / "rank0.pt"
     mp.spawn(_ddp_rank, args=(_free_port(), cfg, out), nprocs=2, join=True)
     got = torch.load(out, weights_only=True)
@@ -129,3 +134,14 @@ def test_two_process_step_equals_one_process_on_the_combined_batch(tmp_path: Pat
     assert moved > total // 2  # the step really moved the weights
     assert close / total > 0.999, close / total
     np.testing.assert_equal(sorted(got), sorted(expected))
+
+
+def test_an_episodes_random_stream_does_not_depend_on_its_batch():
+    from heser.train.gan import episode_generators
+
+    alone = episode_generators(7, 3, ["b__v__000001"])[0]
+    batched = episode_generators(7, 3, ["a__v__000000", "b__v__000001"])[1]
+    assert torch.equal(torch.rand(5, generator=alone), torch.rand(5, generator=batched))
+    other_step = episode_generators(7, 4, ["b__v__000001"])[0]
+    assert not torch.equal(torch.rand(5, generator=other_step),
+                           torch.rand(5, generator=episode_generators(7, 3, ["b__v__000001"])[0]))
