@@ -69,6 +69,8 @@ def main() -> None:
     opts = args.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="heser-overhead-"))
     os.environ["PREFECT_HOME"] = str(tmp / "prefect")  # before Prefect reads its settings
+    # A new database is migrated first: more than the default 20 s on a busy machine.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 
     from heser import assets
     from heser.config import DEFAULT_PARAMS, load_config

@@ -27,8 +27,8 @@ import heser
 from heser.config import RayCluster
 
 MB = 2**20
-# A lost node is declared dead after period x threshold without a health check (Ray's defaults,
-# 3 s x 5, are for real networks).
+# The head declares a node dead after `threshold` failed health checks, one per `period`: 2 s
+# here (Ray's defaults allow a real network many seconds).
 FAST_HEALTH_CHECKS = {"RAY_health_check_period_ms": "500", "RAY_health_check_timeout_ms": "1000",
                       "RAY_health_check_failure_threshold": "4"}
 

@@ -20,7 +20,8 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from pathlib import Path
+from typing import Any, NamedTuple
 
 from prefect import flow, get_run_logger, serve, task
 from prefect.artifacts import create_markdown_artifact
@@ -55,8 +56,19 @@ from heser.preprocess.resumable import (
     summary_markdown,
     tally,
 )
+from heser.rejects import Reject
 
 DEPLOYMENT = "preprocess"
+
+
+class Processed(NamedTuple):
+    """What the per-row subflow hands back: the planned rows, the manifest's bad rows, each
+    row's outcome, and the seconds from the first task submitted to the last one finished."""
+
+    jobs: list[VideoJob]
+    manifest_rejects: list[Reject]
+    outcomes: list[VideoOutcome]
+    seconds: float
 
 
 # The task is the library function itself, so a worker needs nothing from this file to run it.
@@ -66,12 +78,15 @@ preprocess_rows = task(process_batch, name="preprocess-video", task_run_name="{b
 
 
 # Its parameters are the parent flow's objects, not user input: no pydantic validation (which
-# cannot resolve their types when a deployment loads this file by path).
+# cannot resolve their types when a deployment loads this file by path). They stay small (the
+# manifest's path, not its rows): Prefect refuses flow runs with over 512 KB of parameters.
 @flow(name="preprocess-videos", validate_parameters=False)
-def preprocess_videos(jobs: list[VideoJob], cfg: Config,
-                      run_id: str) -> tuple[list[VideoOutcome], float]:
-    """One task per batch of rows on the Ray task runner; the outcomes and the wall time."""
+def preprocess_videos(manifest: Path, cfg: Config, run_id: str) -> Processed:
+    """Plan the manifest's rows and run one task per batch of them on the Ray task runner."""
     logger = get_run_logger()
+    jobs, manifest_rejects = plan(cfg, manifest)
+    logger.info(f"{len(jobs)} rows to preprocess into {cfg.path(cfg.flow.root)}; "
+                f"{len(manifest_rejects)} manifest rows rejected")
     start = time.perf_counter()
     rows_task = preprocess_rows.with_options(retries=cfg.flow.retries,
                                              retry_delay_seconds=cfg.flow.retry_delay_s)
@@ -90,7 +105,7 @@ def preprocess_videos(jobs: list[VideoJob], cfg: Config,
             logger.info(f"{len(outcomes)}/{len(jobs)} rows: done {counts['done']}, "
                         f"skipped {counts['skipped']}, rejected {counts['rejected']}")
     outcomes.sort(key=lambda outcome: outcome.key)
-    return outcomes, time.perf_counter() - start
+    return Processed(jobs, manifest_rejects, outcomes, time.perf_counter() - start)
 
 
 def _outcomes(future: PrefectFuture, batch: RowBatch, cfg: Config,
@@ -112,13 +127,11 @@ def preprocess(manifest: str | None = None, params: str | None = None,
     """
     logger = get_run_logger()
     cfg = flow_config(load_config(params or DEFAULT_PARAMS, overrides))
-    jobs, manifest_rejects = plan(cfg, cfg.path(manifest or cfg.assets.data_manifest))
-    logger.info(f"{len(jobs)} rows to preprocess into {cfg.path(cfg.flow.root)}; "
-                f"{len(manifest_rejects)} manifest rows rejected")
     fetch_weights(cfg)
     runner = RayTaskRunner(init_kwargs=ray_init_kwargs(cfg.ray))
     run_id = uuid.uuid4().hex  # names this run in the completion records
-    outcomes, seconds = preprocess_videos.with_options(task_runner=runner)(jobs, cfg, run_id)
+    jobs, manifest_rejects, outcomes, seconds = preprocess_videos.with_options(
+        task_runner=runner)(cfg.path(manifest or cfg.assets.data_manifest), cfg, run_id)
     metrics = finish(cfg, jobs, outcomes, manifest_rejects)
     create_markdown_artifact(key="preprocess-summary", markdown=summary_markdown(outcomes, metrics),
                              description="Rows done / skipped / rejected, samples per split")
