@@ -197,16 +197,15 @@ def _upsample(image: Tensor, size: tuple[int, int]) -> Tensor:
 
 
 def cycle_back(f_a: Tensor, f_t: Tensor, regions_a: Tensor, regions_t: Tensor,
-               reference: Tensor, valid: Tensor, tau: Temperature,
+               reference: Tensor, tau: Temperature,
                chunk_size: int = DEFAULT_CHUNK) -> tuple[Tensor, Tensor]:
     """A's colour reference warped back onto T through the transposed correspondence: the
-    return half of the cycle T -> A -> T (eq. 9-10, 18-19).
+    return half of the cycle T -> A -> T (eq. 9-10).
 
-    ``reference`` and ``valid`` are :func:`warp_with`'s output for A querying T (I^R, drawn from
-    T's colours); this computes back(v) = sum_u softmax_u(M_r(u, v) / tau) I^R(u) for v in
-    region r of T, over the positions u of A whose reference is valid (a position with no
-    colour must not lend its zeros). back ~ T's colours where the correspondence is consistent.
-    Returns (back [B, 3, h, w], validity [B, 1, h, w]).
+    ``reference`` is :func:`warp_with`'s output for A querying T (T's colours drawn onto A);
+    this computes back(v) = sum_u softmax_u(M_r(u, v) / tau) reference(u) over the positions u
+    of A in the region r of v, so back ~ T's colours where the correspondence is consistent.
+    Every such u has a colour: its region r holds v, so it is not empty in T. Returns
+    (back [B, 3, h, w], validity [B, 1, h, w]: 0 where v's region is empty in A).
     """
-    keys_a = regions_a.masked_fill(valid[:, 0] == 0, NO_REGION)
-    return warp_with(f_t, f_a, regions_t, keys_a, reference, tau, chunk_size)
+    return warp_with(f_t, f_a, regions_t, regions_a, reference, tau, chunk_size)

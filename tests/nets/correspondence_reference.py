@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from heser.nets.correspondence import NO_REGION, Temperature
+from heser.nets.correspondence import Temperature
 
 
 def dense_warp_with(f_query: Tensor, f_key: Tensor, regions_query: Tensor, regions_key: Tensor,
@@ -36,8 +36,6 @@ def dense_warp_with(f_query: Tensor, f_key: Tensor, regions_query: Tensor, regio
 
 def dense_cycle(f_a: Tensor, f_t: Tensor, regions_a: Tensor, regions_t: Tensor,
                 colors_t: Tensor, tau: Temperature) -> tuple[Tensor, Tensor]:
-    """T -> A -> T as two dense warps: T's colours to A, then back to T (T querying A) over
-    A's coloured positions."""
-    reference, valid = dense_warp_with(f_a, f_t, regions_a, regions_t, colors_t, tau)
-    keys_a = regions_a.masked_fill(valid[:, 0] == 0, NO_REGION)
-    return dense_warp_with(f_t, f_a, regions_t, keys_a, reference, tau)
+    """T -> A -> T as two dense warps: T's colours to A, then back to T (T querying A)."""
+    reference, _ = dense_warp_with(f_a, f_t, regions_a, regions_t, colors_t, tau)
+    return dense_warp_with(f_t, f_a, regions_t, regions_a, reference, tau)

@@ -5,6 +5,7 @@ tensor anywhere in the forward or backward pass, the cycle, and the region maps.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -242,23 +243,48 @@ def test_cycle_is_the_transposed_correspondence(real):
     A (M_r transposed), and is differentiable through both; with the same features on both
     sides and a sharp softmax it gives I_T back."""
     f_a = real.f_a.clone().requires_grad_()
-    reference, valid = warp_with(f_a, real.f_t, real.regions_a, real.regions_t, real.colors_t,
-                                 TAU, chunk_size=20)
-    back, back_valid = cycle_back(f_a, real.f_t, real.regions_a, real.regions_t, reference,
-                                  valid, TAU, chunk_size=20)
+    reference, _ = warp_with(f_a, real.f_t, real.regions_a, real.regions_t, real.colors_t, TAU,
+                             chunk_size=20)
+    back, back_valid = cycle_back(f_a, real.f_t, real.regions_a, real.regions_t, reference, TAU,
+                                  chunk_size=20)
     want, want_valid = dense_cycle(real.f_a, real.f_t, real.regions_a, real.regions_t,
                                    real.colors_t, TAU)
     torch.testing.assert_close(back, want, rtol=0, atol=1e-5)
     assert torch.equal(back_valid, want_valid) and back_valid.sum() > 1000
     back.sum().backward()
     assert f_a.grad.abs().sum() > 0
-    reference, valid = warp_with(real.f_t, real.f_t, real.regions_t, real.regions_t,
-                                 real.colors_t, 1e-4)
+    reference, _ = warp_with(real.f_t, real.f_t, real.regions_t, real.regions_t, real.colors_t,
+                             1e-4)
     self_cycle, self_valid = cycle_back(real.f_t, real.f_t, real.regions_t, real.regions_t,
-                                        reference, valid, 1e-4)
+                                        reference, 1e-4)
     colours = F.interpolate(real.colors_t, size=(35, 35), mode="area")
     error = (self_cycle - colours).abs() * self_valid
     assert error.sum() / (3 * self_valid.sum()) < 0.01
+
+
+@pytest.mark.parametrize("tau", [0.01, 1.0])
+def test_cycle_hand_computed(tau):
+    """One region, two positions per image, features e and -e (centred cosine +1 with the same,
+    -1 with the other), swapped between A and T. A draws T's colours crosswise with weight
+    w = 1 / (1 + exp(-2 / tau)) on the match; the trip back gives position v
+    (w^2 + (1 - w)^2) T(v) + 2 w (1 - w) T(other v): T's colours exactly as tau -> 0."""
+    e = torch.tensor([1.0, -1.0])
+    f_a = torch.stack([e, -e], dim=-1).view(1, 2, 1, 2)
+    f_t = torch.stack([-e, e], dim=-1).view(1, 2, 1, 2)
+    regions = torch.zeros(1, 1, 2, dtype=torch.long)
+    colours = torch.tensor([[0.9, 0.1, 0.0], [0.0, 0.2, 0.8]]).T.reshape(1, 3, 1, 2)
+    first, second = colours[..., 0], colours[..., 1]
+    w = 1 / (1 + math.exp(-2 / tau))
+    reference, valid = warp_with(f_a, f_t, regions, regions, colours, tau)
+    torch.testing.assert_close(reference[..., 0], w * second + (1 - w) * first)
+    torch.testing.assert_close(reference[..., 1], w * first + (1 - w) * second)
+    back, back_valid = cycle_back(f_a, f_t, regions, regions, reference, tau)
+    keep, swap = w**2 + (1 - w) ** 2, 2 * w * (1 - w)
+    torch.testing.assert_close(back[..., 0], keep * first + swap * second)
+    torch.testing.assert_close(back[..., 1], keep * second + swap * first)
+    assert valid.all() and back_valid.all()
+    if tau == 0.01:
+        torch.testing.assert_close(back, colours)
 
 
 def test_split_references_partitions_head_and_inpainting(real):
