@@ -10,13 +10,13 @@ I_T' -> A -> I_T' through a second frame I_T' of the same video (another pose).
 
 from __future__ import annotations
 
-import zlib
 from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
+from heser.baselines import baselines
 from heser.config import Config
 from heser.data.augment import jitter_colors
 from heser.data.masks import fig4_masks
@@ -28,11 +28,15 @@ from heser.nets.blender_discriminator import MaskConditionedDiscriminator
 from heser.nets.correspondence import region_maps
 from heser.nets.identity import make_identity_encoder
 from heser.nets.perceptual import make_perceptual_net
+from heser.train.gan import episode_generators
+from heser.train.models import BLENDER
 
 Batch = dict[str, Any]
 
 
 class BlenderTask:
+    model = BLENDER
+
     def __init__(self, cfg: Config, device: torch.device):
         self.cfg, self.b, self.device = cfg, cfg.blender, device
         # the perceptual fallback reuses the frozen identity network's features
@@ -40,16 +44,10 @@ class BlenderTask:
         self.perceptual, self.perceptual_name = make_perceptual_net(self.b.loss, identity,
                                                                     cfg.root)
         self.perceptual.to(device)
-        self.blender = Head2SceneBlender(self.b).to(device)
+        self.generator = Head2SceneBlender(self.b).to(device)  # G_B
         d = self.b.discriminator
-        self.critic = MaskConditionedDiscriminator(self.b.size, d.base_channels,
-                                                   d.max_channels).to(device)
-        self.generator, self.discriminator = self.blender, self.critic
-
-    def _generators(self, keys: list[str], step: int) -> list[torch.Generator]:
-        seed = self.b.train.seed
-        return [torch.Generator().manual_seed(zlib.crc32(f"{seed}:{step}:{key}".encode()))
-                for key in keys]
+        self.discriminator = MaskConditionedDiscriminator(self.b.size, d.base_channels,
+                                                          d.max_channels).to(device)  # D_B
 
     def prepare(self, batch: Batch, step: int) -> Batch:
         size, feat = self.b.size, self.b.size // 4
@@ -60,8 +58,8 @@ class BlenderTask:
         masks = fig4_masks(labels, labels, self.cfg.masks.dilation)
         masks_second = fig4_masks(labels_second, labels_second, self.cfg.masks.dilation)
         jittered = torch.cat([jitter_colors(target[i:i + 1], g, self.b.color_jitter)
-                              for i, g in enumerate(self._generators(
-                                  list(batch["target_key"]), step))])  # C'(I_A)
+                              for i, g in enumerate(episode_generators(
+                                  self.b.train.seed, step, list(batch["target_key"])))])  # C'(I_A)
         flipped_inpaint = masks.inpaint_target.flip(-1)[:, 0]  # F(M_T^I)
         return {
             "jittered_animated": jittered,
@@ -80,24 +78,25 @@ class BlenderTask:
 
     # -- GanTask ----------------------------------------------------------------------------
 
-    def fake(self, inputs: Batch) -> dict[str, Tensor]:
-        return self.generator(**{k: v for k, v in inputs.items() if k != "target"})
+    def fake(self, inputs: Batch, generator: nn.Module) -> dict[str, Tensor]:
+        return generator(**{k: v for k, v in inputs.items() if k != "target"})
 
     def real(self, inputs: Batch) -> Tensor:
         return inputs["target"]
 
-    def discriminate(self, inputs: Batch, images: Tensor) -> tuple[Tensor, list[Tensor]]:
+    def discriminate(self, inputs: Batch, images: Tensor,
+                     discriminator: nn.Module) -> tuple[Tensor, list[Tensor]]:
         conditions = torch.cat([inputs["head_mask"], inputs["inpaint_mask"]], dim=1)
-        return self.discriminator(images, conditions)  # D_B, eq. 20-21
+        return discriminator(images, conditions)  # D_B, eq. 20-21
 
-    def generator_loss(self, inputs: Batch,
-                       fake: dict[str, Tensor]) -> tuple[Tensor, dict[str, float]]:
+    def generator_loss(self, inputs: Batch, fake: dict[str, Tensor],
+                       discriminator: nn.Module) -> tuple[Tensor, dict[str, float]]:
         losses = blender_generator_losses(
             fake["image"], inputs["target"],
             CycleTrip(fake["cycle"], inputs["flipped_target"], fake["cycle_valid"]),  # eq. 9
             CycleTrip(fake["cycle_second"], inputs["second_target"],
                       fake["cycle_second_valid"]),  # eq. 10
-            self.discriminate(inputs, fake["image"])[0],  # D_B(I_B)
+            self.discriminate(inputs, fake["image"], discriminator)[0],  # D_B(I_B)
             self.b.loss, self.perceptual)
         return losses.total, losses.items()
 
@@ -120,41 +119,20 @@ class BlenderTask:
 
 # -- evaluation: the blender against Poisson blending and a naive paste ----------------------
 
-def baselines(head: np.ndarray, background: np.ndarray, head_mask: np.ndarray,
-              hole: np.ndarray) -> dict[str, np.ndarray]:
-    """The same colour-shifted head pasted into the target without a blender: the hole (head
-    and ring) is first filled by OpenCV's inpainting, then the head is pasted as it is
-    ("paste") or with OpenCV's Poisson blending, seamlessClone ("poisson")."""
-    import cv2
-
-    filled = cv2.inpaint(background, hole.astype(np.uint8), 5, cv2.INPAINT_TELEA)
-    mask = head_mask.astype(bool)
-    paste = np.where(mask[..., None], head, filled)
-    clone_mask = (mask * 255).astype(np.uint8)
-    clone_mask[[0, -1], :] = 0  # seamlessClone needs the mask off the border
-    clone_mask[:, [0, -1]] = 0
-    ys, xs = np.nonzero(clone_mask)
-    if len(xs) == 0:
-        return {"paste": paste, "poisson": paste}
-    x0, x1, y0, y1 = xs.min(), xs.max(), ys.min(), ys.max()
-    center = (int((x0 + x1 + 1) // 2), int((y0 + y1 + 1) // 2))
-    poisson = cv2.seamlessClone(head, filled, clone_mask, center, cv2.NORMAL_CLONE)
-    return {"paste": paste, "poisson": poisson}
-
-
 def evaluate_blending(task: BlenderTask, batches: list[Batch]) -> dict[str, float]:
     """PSNR / SSIM inside the head (M_A^H) and the ring (M_A^I) against I_T, for the blender,
     Poisson blending and a naive paste of the same colour-shifted head (the training setting:
-    reconstruct I_T from C'(I_A)); keys ``<method>/<region>_<metric>``."""
+    reconstruct I_T from C'(I_A)); keys ``<method>/<region>_<metric>``. Runs the bare G_B: no
+    collective call, so the main process may evaluate alone under torchrun."""
     scores: dict[str, list[float]] = {}
-    task.blender.eval()
+    task.generator.eval()
     with torch.no_grad():
         for batch in batches:
             inputs = task.prepare(batch, 0)  # step 0: the same colour shift every time
-            blended = task.fake(inputs)["image"]
+            blended = task.fake(inputs, task.generator)["image"]
             for i in range(blended.shape[0]):
                 _score_item(inputs, blended, i, scores)
-    task.blender.train()
+    task.generator.train()
     return {name: float(np.nanmean(values)) for name, values in sorted(scores.items())}
 
 
@@ -176,9 +154,9 @@ def _score_item(inputs: Batch, blended: Tensor, i: int, scores: dict[str, list[f
 def preview_blending(task: BlenderTask, batch: Batch) -> np.ndarray:
     """The Fig. 9 grid of held-out pairs, in eval mode."""
     inputs = task.prepare(batch, 0)
-    task.blender.eval()
+    task.generator.eval()
     with torch.no_grad():
-        grid = task.sample_grid(inputs, task.fake(inputs))
-    task.blender.train()
+        grid = task.sample_grid(inputs, task.fake(inputs, task.generator))
+    task.generator.train()
     return grid
 
