@@ -1,5 +1,7 @@
 """`heser swap` throughput on a real clip: frames/s end to end (decode, detect, parse, aligner,
-blender, paste, encode) and peak memory.
+blender, paste, encode) and peak memory; then, apart from the timing, the swapped clip's
+stability next to the target clip's own (heser.video_stability: flicker, identity spread,
+landmark jitter).
 
     python bench/swap.py [--frames 50] [--set KEY=VALUE ...]     # the CPU profile
     python bench/swap.py --set profile=paper                     # 512 px (models trained at 512)
@@ -21,7 +23,10 @@ import torch
 from heser.config import load_config, parse_override
 from heser.data.video_io import VideoWriter, probe_video, read_frames
 from heser.env import configure_tool_state
-from heser.swap_media import run_swap
+from heser.face.backends import make_face_backend
+from heser.face.cropper import Cropper
+from heser.swap_media import run_swap, source_crops
+from heser.video_stability import stability_summary, video_stability
 
 CLIP = Path("../shared/data/sample/videos/tpsmm_driving_asian_man.mp4")
 SOURCES = [Path("../shared/data/sample/images/st_woman_B_happy1.png")]
@@ -66,6 +71,10 @@ def main() -> None:
             _untrained(cfg, Path(tmp))
         clip = _cut(CLIP, opts.frames, Path(tmp) / "clip.mp4")
         report = run_swap(cfg, SOURCES, clip, Path(tmp) / "swap.mp4")
+        peak_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+        cropper = Cropper(make_face_backend(cfg, cfg.path(cfg.paths.weights)), cfg.crop)
+        stability = video_stability(cfg, clip, Path(tmp) / "swap.mp4",
+                                    source_crops(cfg, cropper, SOURCES, []))
     meta = probe_video(CLIP)
     print(f"profile {cfg.profile}, crop {cfg.crop.size} px, I_A {cfg.aligner.size} px, "
           f"I_B {cfg.blender.size} px, target {meta.width}x{meta.height}, {report.frames} frames, "
@@ -73,7 +82,8 @@ def main() -> None:
           f"{torch.get_num_threads()} threads")
     print(f"{report.frames / report.seconds:.2f} frames/s end to end ({report.seconds:.1f} s, "
           f"model loading included), {report.swapped} frames swapped")
-    print(f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB")
+    print(f"peak RSS {peak_gib:.2f} GiB")
+    print(stability_summary(stability))
 
 
 if __name__ == "__main__":

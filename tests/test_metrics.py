@@ -11,19 +11,21 @@ from skimage.metrics import structural_similarity
 
 from heser.face.mediapipe import MESH_LIPS_INNER, MESH_LIPS_OUTER
 from heser.metrics import (
-    MAX_PSNR,
     MESH_EXPRESSION,
     MESH_RIGID,
+    clip_stability,
     cosine_to_mean,
     descriptor_distance,
     euler_angles_deg,
     expression_error,
+    flicker,
     head_rotation,
     identity_error,
     identity_retrieval_top1,
+    identity_spread,
+    landmark_jitter,
     pose_error_deg,
     psnr,
-    region_scores,
     same_person_share,
     ssim,
     summarize,
@@ -105,15 +107,6 @@ def test_empty_mask_gives_nan():
     a, b = _photo(PHOTO), _photo(OTHER)
     empty = np.zeros((SIZE, SIZE), np.uint8)
     assert math.isnan(psnr(a, b, empty)) and math.isnan(ssim(a, b, empty))
-    assert all(math.isnan(v) for v in region_scores(a, b, empty))
-
-
-def test_region_scores_are_masked_psnr_and_ssim_with_a_finite_cap():
-    a, b = _photo(PHOTO), _photo(OTHER)
-    mask = _box_mask(30).astype(np.uint8)  # 0/1 masks as the blender evaluation passes them
-    assert region_scores(a, b, mask) == (psnr(a, b, mask), ssim(a, b, mask))
-    assert region_scores(a, a.copy(), mask) == (pytest.approx(MAX_PSNR), pytest.approx(1.0))
-    assert abs(MAX_PSNR - 148.13) < 0.01
 
 
 # -- identity ----------------------------------------------------------------------------------
@@ -242,12 +235,15 @@ def test_ibug68_scheme(landmarks):
 
 # -- aggregation -------------------------------------------------------------------------------
 
-def test_summarize_drops_and_counts_non_finite_values():
+def test_summarize_leaves_out_and_counts_nan_and_infinite_values_apart():
+    # the inf is an identical pair's PSNR: counted as such, never capped into the mean
     stats = summarize([1.0, 2.0, math.nan, 3.0, math.inf])
     assert stats == {"mean": 2.0, "median": 2.0, "std": pytest.approx(math.sqrt(2 / 3)),
-                     "count": 3, "dropped": 2}
+                     "count": 3, "dropped": 1, "infinite": 1}
     empty = summarize([math.nan, math.nan])
     assert empty["count"] == 0 and empty["dropped"] == 2 and math.isnan(empty["mean"])
+    a = _photo(PHOTO)
+    assert summarize([psnr(a, a.copy())])["infinite"] == 1
 
 
 # -- identity measurement (descriptors of FaceRes or dlib) ---------------------------------------
@@ -291,3 +287,59 @@ def test_descriptor_distance_and_same_person_share_under_dlibs_threshold():
     assert same_person_share(distances, 0.6) == pytest.approx(2 / 3)
     assert same_person_share([0.6], 0.6) == 0.0
     assert math.isnan(same_person_share([], 0.6))
+
+
+# -- video stability ---------------------------------------------------------------------------
+
+def test_flicker_is_the_mean_absolute_change_inside_either_frames_region():
+    frames = np.zeros((3, 2, 2, 3), np.uint8)
+    frames[1, 0, 0] = 30  # step 0->1: one pixel changes by 30 in every channel
+    frames[2] = frames[1]
+    frames[2, 1, 1] = (60, 0, 0)  # step 1->2: one pixel changes by 60 in one channel
+    regions = np.zeros((3, 2, 2), bool)
+    regions[0, 0, 0] = True
+    regions[1, 0, 1] = True  # step 0->1: pixels (0,0), (0,1) -> 3 * 30 / (2 * 3) = 15
+    regions[2, 1, 1] = True  # step 1->2: pixels (0,1), (1,1) -> 60 / (2 * 3) = 10
+    assert flicker(frames, regions) == pytest.approx((15 + 10) / 2)
+    assert flicker(np.repeat(frames[:1], 4, axis=0), np.ones((4, 2, 2), bool)) == 0.0
+    assert math.isnan(flicker(frames[:1], regions[:1]))
+    assert math.isnan(flicker(frames, np.zeros_like(regions)))
+    with pytest.raises(ValueError, match="regions"):
+        flicker(frames, regions[:, :1])
+
+
+def test_identity_spread_is_the_std_over_frames_without_missing_ones():
+    assert identity_spread([0.5, 0.7, math.nan, 0.6]) == pytest.approx(math.sqrt(0.02 / 3))
+    assert identity_spread([0.4, 0.4, 0.4]) == pytest.approx(0.0, abs=1e-15)
+    assert math.isnan(identity_spread([0.4, math.nan]))
+
+
+def test_landmark_jitter_is_acceleration_in_inter_ocular_units(landmarks):
+    face = landmarks  # real 468-point mesh landmarks, outer eye corners 33 and 263
+    inter_ocular = np.linalg.norm(face[33, :2] - face[263, :2])
+    # a uniform motion (even with z changing) has no acceleration
+    moving = [face + t * np.array([2.0, 1.0, 5.0]) for t in range(4)]
+    assert landmark_jitter(moving) == pytest.approx(0.0, abs=1e-12)
+    # back and forth by 3 px in x: |p2 - 2 p1 + p0| = 6 px at every point
+    shaking = [face, face + [3.0, 0, 0], face]
+    assert landmark_jitter(shaking) == pytest.approx(6.0 / inter_ocular)
+    # frames without a face break the runs of three; none left gives nan
+    assert landmark_jitter([face, None, *shaking, None]) == pytest.approx(6.0 / inter_ocular)
+    assert math.isnan(landmark_jitter([face, None, face, face]))
+
+
+def test_clip_stability_gives_each_number_for_the_swap_and_the_target_alike(landmarks):
+    frames = np.zeros((3, 2, 2, 3), np.uint8)
+    frames[1] = 30
+    still = np.zeros_like(frames)
+    regions = np.ones((3, 2, 2), bool)
+    shaking = [landmarks, landmarks + [3.0, 0, 0], landmarks]
+    numbers = clip_stability(frames, still, regions, shaking, [landmarks] * 3,
+                             np.array([0.5, 0.7, 0.6]), np.array([0.2, 0.2, 0.2]))
+    inter_ocular = np.linalg.norm(landmarks[33, :2] - landmarks[263, :2])
+    assert numbers["swapped"] == {"flicker": 30.0, "identity_spread":
+                                  pytest.approx(math.sqrt(0.02 / 3)),
+                                  "faceres_cosine": pytest.approx(0.6),
+                                  "landmark_jitter": pytest.approx(6.0 / inter_ocular)}
+    assert numbers["target"] == {"flicker": 0.0, "identity_spread": pytest.approx(0, abs=1e-15),
+                                 "faceres_cosine": pytest.approx(0.2), "landmark_jitter": 0.0}

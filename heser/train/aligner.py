@@ -14,6 +14,7 @@ from heser.config import Config
 from heser.data.augment import central_crop, pose_augment
 from heser.imaging import resize, tile_grid, to_unit
 from heser.losses import aligner_generator_losses
+from heser.metrics import LPIPS_WEIGHTS, lpips_network
 from heser.nets.aligner import Head2HeadAligner
 from heser.nets.discriminator import Discriminator
 from heser.nets.identity import cosine_distance, make_identity_encoder
@@ -101,17 +102,21 @@ class AlignerTask:
 
     @torch.no_grad()
     def evaluate(self, batches: list[Batch]) -> dict[str, float]:
-        """L1, SSIM and identity cosine of I_A against I_T, unaugmented pose path."""
+        """L1, SSIM, LPIPS (AlexNet, the paper's Table 2) and identity cosine (E_id: the
+        network of the identity loss) of I_A against I_T, unaugmented pose path."""
+        perceptual = lpips_network(self.cfg.path(self.cfg.paths.weights) / LPIPS_WEIGHTS)
         self.generator.eval()
-        l1, ssim, cosine = [], [], []
+        l1, ssim, lpips, cosine = [], [], [], []
         for batch in batches:
             inputs = self.prepare(batch, 0, augment=False)
             fake = self.fake(inputs, self.generator)["image"].float()
             target = inputs["target"]
             l1 += (fake - target).abs().mean(dim=(1, 2, 3)).tolist()
+            lpips += perceptual(fake.cpu(), target.cpu()).tolist()
             cosine += (1 - cosine_distance(self.identity(fake), self.identity(target))).tolist()
             for a, b in zip(to_unit(fake).cpu().numpy(), to_unit(target).cpu().numpy()):
                 ssim.append(structural_similarity(a, b, channel_axis=0, data_range=1.0))
         self.generator.train()
         return {"l1": float(np.mean(l1)), "ssim": float(np.mean(ssim)),
-                "identity_cosine": float(np.mean(cosine)), "episodes": float(len(l1))}
+                "lpips": float(np.mean(lpips)), "identity_cosine": float(np.mean(cosine)),
+                "episodes": float(len(l1))}

@@ -16,13 +16,13 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from heser.baselines import baselines
+from heser.baselines import reference_baselines
 from heser.config import Config
 from heser.data.augment import jitter_colors
 from heser.data.masks import fig4_masks
-from heser.imaging import grayscale, resize, resize_labels, tile_grid, to_uint8
+from heser.imaging import from_uint8, grayscale, resize, resize_labels, tile_grid, to_255, to_uint8
 from heser.losses import CycleTrip, blender_generator_losses
-from heser.metrics import region_scores
+from heser.metrics import LPIPS_WEIGHTS, lpips_network, psnr, ssim, summarize
 from heser.nets.blender import Head2SceneBlender
 from heser.nets.blender_discriminator import MaskConditionedDiscriminator
 from heser.nets.correspondence import region_maps
@@ -103,6 +103,11 @@ class BlenderTask:
     def evaluate(self, batches: list[Batch]) -> dict[str, float]:
         return evaluate_blending(self, batches)
 
+    @property
+    def given(self) -> dict[str, str]:
+        """What each method of the held-out comparison is given (reports/blender.json)."""
+        return BLENDING_GIVEN
+
     def preview(self, batch: Batch) -> np.ndarray:
         return preview_blending(self, batch)
 
@@ -117,38 +122,67 @@ class BlenderTask:
         return tile_grid(tiles, n)
 
 
-# -- evaluation: the blender against Poisson blending and a naive paste ----------------------
+# -- evaluation: the blender against the non-learned use of its own inputs ------------------
+
+# What each method of the held-out comparison is given (reports/blender.json "given"). All
+# three see the same information: the luma of the scored frame itself inside the head.
+BLENDING_GIVEN = {
+    "blender": "the U-net (eq. 8) on I_A^GH (the gray head: the luma of the scored frame I_T "
+               "itself inside M_A^H), I^HR and I^IR (colours drawn from the flipped frame F(I_T) "
+               "by the correspondence from the colour-jittered C'(I_T)), I_T^BG and the masks",
+    "recolour": "the same inputs without learning: I_A^GH's luma with I^HR's chroma (YIQ) inside "
+                "M_A^H, I^IR in the ring M_A^I, I_T^BG elsewhere (heser.baselines)",
+    "poisson": "the same inputs: the recolour baseline's head Poisson-blended (OpenCV "
+               "seamlessClone) into I^IR's ring and I_T^BG",
+}
+
 
 def evaluate_blending(task: BlenderTask, batches: list[Batch]) -> dict[str, float]:
-    """PSNR / SSIM inside the head (M_A^H) and the ring (M_A^I) against I_T, for the blender,
-    Poisson blending and a naive paste of the same colour-shifted head (the training setting:
-    reconstruct I_T from C'(I_A)); keys ``<method>/<region>_<metric>``. Runs the bare G_B: no
-    collective call, so the main process may evaluate alone under torchrun."""
+    """PSNR, SSIM and LPIPS inside the head (M_A^H) and the ring (M_A^I) against I_T, for the
+    blender and the non-learned use of the same inputs (``BLENDING_GIVEN``); keys
+    ``<method>/<region>_<metric>``, the mean over held-out items, and for PSNR
+    ``<method>/<region>_psnr_identical``: items reproduced exactly (infinite PSNR), left out of
+    the mean and counted. Runs the bare G_B: no collective call, so the main process may
+    evaluate alone under torchrun."""
     scores: dict[str, list[float]] = {}
+    cfg = task.cfg
+    perceptual = lpips_network(cfg.path(cfg.paths.weights) / LPIPS_WEIGHTS)
     task.generator.eval()
     with torch.no_grad():
         for batch in batches:
             inputs = task.prepare(batch, 0)  # step 0: the same colour shift every time
-            blended = task.fake(inputs, task.generator)["image"]
-            for i in range(blended.shape[0]):
-                _score_item(inputs, blended, i, scores)
+            fake = task.fake(inputs, task.generator)
+            for i in range(fake["image"].shape[0]):
+                _score_item(inputs, fake, i, perceptual, scores)
     task.generator.train()
-    return {name: float(np.nanmean(values)) for name, values in sorted(scores.items())}
+    out: dict[str, float] = {}
+    for name, values in sorted(scores.items()):
+        stats = summarize(values)
+        out[name] = stats["mean"]
+        if name.endswith("_psnr"):
+            out[f"{name}_identical"] = float(stats["infinite"])
+    return out
 
 
-def _score_item(inputs: Batch, blended: Tensor, i: int, scores: dict[str, list[float]]) -> None:
+def _score_item(inputs: Batch, fake: dict[str, Tensor], i: int, perceptual: nn.Module,
+                scores: dict[str, list[float]]) -> None:
     target = to_uint8(inputs["target"][i])
     head_mask = inputs["head_mask"][i, 0].cpu().numpy()
     ring = inputs["inpaint_mask"][i, 0].cpu().numpy()
-    results = {"blender": to_uint8(blended[i])}
-    results.update(baselines(to_uint8(inputs["jittered_animated"][i]),
-                             to_uint8(inputs["background"][i]), head_mask,
-                             np.maximum(head_mask, ring)))
-    for method, image in results.items():
+    results = {"blender": to_uint8(fake["image"][i])}
+    results.update(reference_baselines(
+        to_255(inputs["gray_head"][i, 0]).cpu().numpy(), to_uint8(fake["head_reference"][i]),
+        to_uint8(fake["inpaint_reference"][i]), to_uint8(inputs["background"][i]), head_mask,
+        ring))
+    images = torch.stack([from_uint8(image) for image in results.values()])
+    maps = perceptual.distance_map(images, from_uint8(target)[None].expand_as(images))
+    for (method, image), lpips_map in zip(results.items(), maps.cpu().numpy()):
         for region, mask in (("head", head_mask), ("inpaint", ring)):
-            psnr, ssim = region_scores(image, target, mask)
-            scores.setdefault(f"{method}/{region}_psnr", []).append(psnr)
-            scores.setdefault(f"{method}/{region}_ssim", []).append(ssim)
+            inside = mask > 0.5
+            scores.setdefault(f"{method}/{region}_psnr", []).append(psnr(image, target, inside))
+            scores.setdefault(f"{method}/{region}_ssim", []).append(ssim(image, target, inside))
+            scores.setdefault(f"{method}/{region}_lpips", []).append(
+                float(lpips_map[inside].mean()) if inside.any() else float("nan"))
 
 
 def preview_blending(task: BlenderTask, batch: Batch) -> np.ndarray:
