@@ -281,8 +281,10 @@ def _head_swap(swapper: Swapper, judge: Judge, code: torch.Tensor, source: Sampl
     swap = swapper.swap_crop(code, target.image, target.labels, *landmarks)
     variants = swap_variants(swapper.cfg, swap, source, target)
     outside = _outside_target_head(swapper.cfg, target)
-    for name, image in (*variants.items(), ("target", target.image)):
-        result.found[name] = judge.descriptors([image])
+    pictures = {**variants, "target": target.image}
+    descriptors = judge.descriptors(list(pictures.values()))  # one batch for all
+    for index, (name, image) in enumerate(pictures.items()):
+        result.found[name] = {net: d[index:index + 1] for net, d in descriptors.items()}
         result.row.update(judge.identity_row(name, result.found[name], result.sources))
         if name != "target":
             result.row.update({f"{name}/{k}": v
@@ -430,8 +432,7 @@ def summarize_clips(clip_rows: list[dict[str, float]], frames: int) -> dict[str,
                            "frames_without_face": int(sum(r["frames_without_face"]
                                                           for r in clip_rows))}
     for group in ("heser", "target"):
-        out[group] = {name: value for name, value in summarize_group(clip_rows, group,
-                                                                     None).items()}
+        out[group] = summarize_group(clip_rows, group, None)
     return out
 
 
