@@ -375,7 +375,8 @@ def clip_stability(swapped: np.ndarray, target: np.ndarray, regions: np.ndarray,
                    target_cosines: np.ndarray) -> dict[str, dict[str, float]]:
     """The video numbers of a swapped clip and, with the same regions, of its target clip:
     {"swapped": {...}, "target": {...}}, each with ``flicker``, ``identity_spread`` and the mean
-    ``faceres_cosine`` (of the cosines given: FaceRes's to the sources), ``landmark_jitter``.
+    ``faceres_cosine`` (of the cosines given: FaceRes's to the sources), ``landmark_jitter`` and
+    ``face_found``, the share of frames with landmarks (None: no face found).
     ``swapped`` and ``target``: aligned frames [T, H, W, 3]; ``regions`` [T, H, W]."""
     out = {}
     for name, frames, landmarks, cosines in (
@@ -384,5 +385,7 @@ def clip_stability(swapped: np.ndarray, target: np.ndarray, regions: np.ndarray,
         out[name] = {"flicker": flicker(frames, regions),
                      "identity_spread": identity_spread(cosines),
                      "faceres_cosine": float(np.nanmean(cosines)) if len(cosines) else math.nan,
-                     "landmark_jitter": landmark_jitter(landmarks)}
+                     "landmark_jitter": landmark_jitter(landmarks),
+                     "face_found": float(np.mean([m is not None for m in landmarks]))
+                     if landmarks else math.nan}
     return out

@@ -334,12 +334,15 @@ def test_clip_stability_gives_each_number_for_the_swap_and_the_target_alike(land
     still = np.zeros_like(frames)
     regions = np.ones((3, 2, 2), bool)
     shaking = [landmarks, landmarks + [3.0, 0, 0], landmarks]
-    numbers = clip_stability(frames, still, regions, shaking, [landmarks] * 3,
+    numbers = clip_stability(frames, still, regions, shaking, [landmarks, None, landmarks],
                              np.array([0.5, 0.7, 0.6]), np.array([0.2, 0.2, 0.2]))
     inter_ocular = np.linalg.norm(landmarks[33, :2] - landmarks[263, :2])
     assert numbers["swapped"] == {"flicker": 30.0, "identity_spread":
                                   pytest.approx(math.sqrt(0.02 / 3)),
                                   "faceres_cosine": pytest.approx(0.6),
-                                  "landmark_jitter": pytest.approx(6.0 / inter_ocular)}
-    assert numbers["target"] == {"flicker": 0.0, "identity_spread": pytest.approx(0, abs=1e-15),
-                                 "faceres_cosine": pytest.approx(0.2), "landmark_jitter": 0.0}
+                                  "landmark_jitter": pytest.approx(6.0 / inter_ocular),
+                                  "face_found": 1.0}
+    target = numbers["target"]  # no face in the middle frame: no run of three, jitter nan
+    assert math.isnan(target.pop("landmark_jitter"))
+    assert target == {"flicker": 0.0, "identity_spread": pytest.approx(0, abs=1e-15),
+                      "faceres_cosine": pytest.approx(0.2), "face_found": pytest.approx(2 / 3)}

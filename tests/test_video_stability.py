@@ -38,7 +38,7 @@ def test_the_target_as_its_own_swap_measures_as_the_target(clip: Path, tmp_path:
     assert (numbers["frames"], numbers["frames_without_face"]) == (4, 1)
     assert numbers["swapped"] == numbers["target"]
     assert set(numbers["target"]) == {"flicker", "identity_spread", "faceres_cosine",
-                                      "landmark_jitter"}
+                                      "landmark_jitter", "face_found"}
     assert all(np.isfinite(v) for v in numbers["target"].values())
     assert numbers["target"]["flicker"] > 0  # the head moves between real frames
     assert video_stability(cfg, clip, clip, [source], max_frames=2)["frames"] == 2
