@@ -270,6 +270,7 @@ class Swap(_Strict):
     finetune_cache: Path
     source_frames: int = Field(ge=1)
     source_candidates: int = Field(ge=1)
+    video_stability: bool
 
 
 class Evaluate(_Strict):

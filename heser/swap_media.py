@@ -36,6 +36,7 @@ from heser.face.types import Face
 from heser.imaging import resize, to_uint8
 from heser.swap import SwapError, Swapper, finetuned_aligner, paste_alpha
 from heser.train.checkpoint import load_checkpoint
+from heser.video_stability import stability_summary, video_stability
 
 IMAGE_OUTPUTS = (".png", ".jpg", ".jpeg")
 VIDEO_OUTPUTS = (".mp4",)
@@ -274,7 +275,11 @@ def run_swap(cfg: Config, sources: list[Path], target: Path, out: Path,
         swapper.load_aligner(load_checkpoint(tuned)["generator"])
         report.notes.append(f"aligner fine-tuned for {finetune_steps} steps ({tuned})")
     code = swapper.source_code(crops)
-    run = swap_video if is_video(target) else swap_image
-    run(cfg, swapper, code, sources, target, out, target_face, report)
+    if is_video(target):
+        swap_video(cfg, swapper, code, sources, target, out, target_face, report)
+    else:
+        swap_image(cfg, swapper, code, sources, target, out, target_face, report)
     report.seconds = time.perf_counter() - started
+    if is_video(target) and cfg.swap.video_stability:
+        report.notes.append(stability_summary(video_stability(cfg, target, out, crops)))
     return report

@@ -109,6 +109,11 @@ def test_a_video_keeps_its_frames_size_fps_and_audio_and_counts_faceless_frames(
     # faceless frames pass through (up to re-encoding); swapped ones differ in the face
     assert np.abs(frames[-1].astype(int) - original[-1]).mean() < 2
     assert np.abs(frames[0].astype(int) - original[0])[100:250, 120:290].mean() > 5
+    # the stability of the result is measured next to the target's own, faceless frames left out
+    stability = report.summary()
+    assert "video stability over 10 frames (3 without a face left out)" in stability
+    for number in ("flicker", "identity_spread", "faceres_cosine", "landmark_jitter"):
+        assert f"  {number}: " in stability and "(target's own: " in stability
 
 
 def test_sources_without_a_face_and_unreadable_targets_are_named(cfg: Config, tmp_path: Path):
