@@ -94,7 +94,10 @@ class LocalCluster:
                    f"--object-store-memory={self.object_store_mb * MB}",
                    f"--dashboard-agent-listen-port={_free_port()}", "--disable-usage-stats",
                    *args]
-        env = {**os.environ, **FAST_HEALTH_CHECKS, "RAY_USAGE_STATS_ENABLED": "0"}
+        # Auth mode said outright: with a token in ~/.ray (another Ray made one) the head would
+        # otherwise require it and the nodes would not send it.
+        env = {**os.environ, **FAST_HEALTH_CHECKS, "RAY_USAGE_STATS_ENABLED": "0",
+               "RAY_AUTH_MODE": "disabled"}
         node = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env,
                                 start_new_session=True)
         self.nodes.append(node)
