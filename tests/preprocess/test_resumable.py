@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from heser.config import Config
+from heser.config import Config, ConfigError
 from heser.preprocess.resumable import (
     RowsFailed,
     after_failure,
@@ -152,3 +152,8 @@ def test_records_say_which_run_and_how_many_attempts(flow_cfg: Config, tmp_path:
     again = process_video(job, flow_cfg, "run-1")  # re-executed in the same run
     assert again.status == "done" and again.attempts == first.attempts
     assert process_video(job, flow_cfg, "run-2").status == "skipped"
+
+
+def test_rows_per_task_below_one_is_refused_when_params_load(tmp_path: Path):
+    with pytest.raises(ConfigError, match="flow.rows_per_task"):
+        make_config(tmp_path, **{"flow.rows_per_task": 0})
