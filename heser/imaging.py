@@ -14,6 +14,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601 luma weights, the Y row of YIQ
+# the per-channel RGB statistics every torchvision ImageNet network was trained with ([0, 1] input)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def from_uint8(rgb: np.ndarray | Tensor) -> Tensor:

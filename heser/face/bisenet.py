@@ -22,10 +22,9 @@ from torch import nn
 from heser.assets import sha256_file
 from heser.face.labels import lookup_table
 from heser.face.types import FaceBackendError
+from heser.imaging import IMAGENET_MEAN, IMAGENET_STD
 
 INPUT_SIZE = 512  # the checkpoint's training resolution
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 # What torch.load raises on a truncated, foreign or non-weights-only file.
 _LOAD_ERRORS = (OSError, RuntimeError, ValueError, EOFError, KeyError, AttributeError,

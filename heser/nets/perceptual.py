@@ -16,14 +16,12 @@ import torch
 from torch import Tensor, nn
 
 from heser.config import PerceptualChoice
-from heser.imaging import to_unit
+from heser.imaging import IMAGENET_MEAN, IMAGENET_STD, to_unit
 from heser.nets.identity import FrozenIdentity
 from heser.nets.imagenet import VGG16, TappedFeatures, build_features, load_checkpoint
 
 # relu1_2, relu2_2, relu3_4, relu4_4, relu5_4 in torchvision's vgg19().features
 VGG19_TAPS = (3, 8, 17, 26, 35)
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class VGG19Features(nn.Module):

@@ -15,9 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from heser.imaging import to_unit
+from heser.imaging import IMAGENET_MEAN, IMAGENET_STD, to_unit
 from heser.nets.blocks import ResDown, channel_ladder
-from heser.nets.resnext import IMAGENET_MEAN, IMAGENET_STD, ResNeXt50, load_resnext50
+from heser.nets.resnext import ResNeXt50, load_resnext50
 
 
 class SmallResNet(nn.Module):

@@ -16,9 +16,6 @@ from torch import Tensor, nn
 GROUPS = 32
 WIDTH_PER_GROUP = 4
 EXPANSION = 4  # a bottleneck's output channels over its ``planes``
-# the per-channel statistics ImageNet weights expect their [0, 1] RGB input normalised with
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class Bottleneck(nn.Module):
