@@ -109,6 +109,7 @@ def test_blender_stage_under_torchrun_with_two_processes(cfg: Config, tmp_path: 
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"
     overrides = {**TINY_ALIGNER, **TINY_BLENDER, **STEPS,
                  "paths.shards": str(cfg.path(cfg.paths.shards)),
+                 "paths.weights": str(cfg.path(cfg.paths.weights)),
                  "paths.models": str(tmp_path / "models"), "paths.reports": str(tmp_path)}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
                "--nproc-per-node", "2", "-m", "stages.train_blender",
