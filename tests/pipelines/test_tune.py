@@ -52,6 +52,7 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
                               "crop.video.max_frames": 4, "crop.video.stride": 6})
     preprocess_sample(cfg)
     return {"paths.shards": str(cfg.path(cfg.paths.shards)),
+            "paths.weights": str(cfg.path(cfg.paths.weights)),  # LPIPS of the held-out metrics
             "paths.reports": str(tmp / "reports"), "tune.storage": str(tmp / "sweeps"),
             **TINY_BLENDER, **TINY_ALIGNER, **TRIALS}
 
