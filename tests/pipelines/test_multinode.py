@@ -3,7 +3,8 @@ LocalCluster: a head and a second node, separate raylets on this machine), again
 server: both nodes take work, the shards equal the DVC stages' byte for byte, and losing the
 second node mid-run (its raylet killed) costs nothing but the retried rows.
 
-The tests run in this order: the node-loss one kills the second node, so it comes last.
+The tests run in this order: the flow's node-loss test kills the second node, and the sweep's
+adds a third node and kills that one.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import psutil
 import pytest
 from mlflow.tracking import MlflowClient
 from prefect.testing.utilities import prefect_test_harness
+from ray import tune
 
 from heser.cluster import LocalCluster
 from heser.data.shards import read_index
@@ -93,9 +95,8 @@ def test_flow_runs_on_both_nodes_and_matches_the_dvc_stages(cluster: LocalCluste
     assert _index_keys(tmp_path / "shards") == _index_keys(stages_out)
 
 
-def test_sweep_runs_its_trials_on_both_nodes(cluster: LocalCluster, stages_out: Path,
-                                             tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+def _sweep_args(cluster: LocalCluster, stages_out: Path, tmp_path: Path,
+                **changes: object) -> list[str]:
     overrides = {**TINY_BLENDER, "paths.shards": str(stages_out),
                  "paths.weights": str(stages_out.parent / "weights"),  # fetched by the stages
                  "paths.reports": str(tmp_path / "reports"),
@@ -104,9 +105,15 @@ def test_sweep_runs_its_trials_on_both_nodes(cluster: LocalCluster, stages_out: 
                  "tune.blender.num_samples": 2, "tune.blender.steps": 2,
                  "tune.blender.report_every": 1,
                  "tune.blender.overrides": {"blender.train.eval_episodes": 2,
-                                            "blender.train.workers": 0}}
-    args = [arg for key, value in overrides.items()
+                                            "blender.train.workers": 0}, **changes}
+    return [arg for key, value in overrides.items()
             for arg in ("--set", f"{key}={json.dumps(value)}")]
+
+
+def test_sweep_runs_its_trials_on_both_nodes(cluster: LocalCluster, stages_out: Path,
+                                             tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    args = _sweep_args(cluster, stages_out, tmp_path)
     result = tune_main(["run", "--model", "blender", "--name", "cluster", *args])
     assert result["trials"] == 2
     runs = MlflowClient().search_runs(
@@ -158,3 +165,53 @@ def test_losing_a_node_mid_run_retries_its_rows_on_the_head(cluster: LocalCluste
     assert retried, {key: r["attempts"] for key, r in records.items()}
     for record in retried:  # started on the lost node, finished elsewhere
         assert record["attempts"][0] == lost and record["node"] != lost
+
+
+def test_a_trial_lost_with_its_node_resumes_from_its_checkpoint(
+        cluster: LocalCluster, stages_out: Path, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch):
+    """Once both trials have reported once, the raylet of a node (not the head) that runs one
+    of them is killed: that trial is retried elsewhere (tune.max_failures) from its checkpoint,
+    not from step 0. A fresh node is added first (after the flow's node-loss test, the second
+    node is gone)."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    cluster.add_node()
+    sweep_dir = tmp_path / "sweeps" / "lost"
+    finished, killed = threading.Event(), threading.Event()
+
+    def runs_a_trial(raylet: psutil.Process | None) -> bool:
+        try:
+            return raylet is not None and any(" ".join(c.cmdline()).startswith(
+                "ray::ImplicitFunc") for c in raylet.children())
+        except psutil.NoSuchProcess:  # a worker that just exited
+            return False
+
+    def trial_raylet() -> psutil.Process | None:
+        raylets = [cluster.raylet(i) for i in range(1, len(cluster.nodes))]
+        return next((r for r in raylets if runs_a_trial(r)), None)
+
+    def kill_after_first_reports() -> None:
+        while not finished.is_set():
+            raylet = trial_raylet()
+            # result.json: the driver has taken the report in, its checkpoint included
+            reported = [r for r in sweep_dir.glob("*/result.json") if r.read_text().strip()]
+            if raylet and len(reported) == 2:
+                raylet.kill()
+                killed.set()
+                return
+            time.sleep(0.05)
+
+    killer = threading.Thread(target=kill_after_first_reports, daemon=True)
+    killer.start()
+    try:
+        result = tune_main(["run", "--model", "blender", "--name", "lost", *_sweep_args(
+            cluster, stages_out, tmp_path, **{"tune.blender.steps": 3,
+                                              "tune.max_failures": 1})])
+    finally:
+        finished.set()
+        killer.join()
+    assert killed.is_set() and result["trials"] == 2
+    trials = tune.ExperimentAnalysis(str(sweep_dir)).trials
+    assert all(trial.last_result["training_iteration"] == 3 for trial in trials)
+    resumed = [trial for trial in trials if trial.last_result["iterations_since_restore"] < 3]
+    assert len(resumed) == 1  # the lost node's trial, continued from its checkpoint
