@@ -18,6 +18,10 @@ $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -c requirements.lock -e '.[dev]'
+	# test-only: PyPI lpips' own network checks our LPIPS port. --no-deps: its torchvision
+	# dependency is a CUDA build that fails to import with our CPU torch, and lpips' network
+	# does not need it once the test hands it our ImageNet backbone.
+	$(BIN)/python -m pip install -q --no-deps lpips==0.1.4
 	touch $@
 
 repro: setup

@@ -59,6 +59,7 @@ from heser.imaging import from_uint8, resize, to_uint8
 from heser.io import atomic_path, png_bytes
 from heser.nets.faceres import FaceRes, load_faceres
 from heser.swap import CropSwap, Swapper, paste_alpha
+from heser.tracking import Tracker, run_name
 
 
 @dataclass(frozen=True)
@@ -638,9 +639,7 @@ def report_html(result: dict[str, Any], grids, report_rows: int) -> str:
 
 
 def _track(cfg: Config, result: dict[str, Any], timings: dict[str, Any], reports: Path) -> str:
-    from heser.train.tracking import Tracker  # MLflow logging; it lives with the trainer's
-
-    tracker = Tracker("heser-evaluate", "evaluate",
+    tracker = Tracker("heser-evaluate", run_name("evaluate"),
                       {"evaluate": cfg.evaluate.model_dump(mode="json"), "k": cfg.aligner.k},
                       enabled=True)
     values = {}

@@ -24,6 +24,7 @@ class Reject:
     action: str = "skipped"
 
 
+REJECTS_FILE = "rejects.csv"  # each stage's rejects, in its output directory
 COLUMNS = [f.name for f in fields(Reject)]
 
 

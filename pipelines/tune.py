@@ -36,8 +36,8 @@ from heser.config import (
     exit_on_error,
 )
 from heser.env import configure_tool_state
+from heser.tracking import Tracker, run_name
 from heser.train import sweep
-from heser.train.tracking import Tracker, run_name
 
 STATE = "heser_sweep.json"  # in the experiment dir: the model, config and MLflow parent run
 

@@ -1,6 +1,6 @@
-"""DVC stage `download`: see heser.preprocess.stages.run_download."""
+"""DVC stage `download`: see heser.preprocess.download.run_download."""
 
-from heser.preprocess.stages import run_download
+from heser.preprocess.download import run_download
 from stages._entry import run_stage
 
 if __name__ == "__main__":

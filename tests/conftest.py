@@ -104,7 +104,8 @@ def write_manifest(path: Path, rows: list[tuple[str, str]], with_sha: bool = Tru
 
 def preprocess_sample(cfg: Config, workers: int = 1) -> Path:
     """The four preprocessing stages on ``cfg``'s manifest (real sample files); the shard dir."""
-    from heser.preprocess.stages import run_crop, run_download, run_parse, run_shard
+    from heser.preprocess.download import run_download
+    from heser.preprocess.stages import run_crop, run_parse, run_shard
 
     run_download(cfg)
     run_crop(cfg, workers=workers)

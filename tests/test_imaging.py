@@ -5,8 +5,16 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from heser.imaging import (from_uint8, grayscale, resize, resize_labels, tile_grid, to_255,
-                           to_uint8, to_unit)
+from heser.imaging import (
+    from_uint8,
+    grayscale,
+    resize,
+    resize_labels,
+    tile_grid,
+    to_255,
+    to_uint8,
+    to_unit,
+)
 
 
 def test_uint8_round_trip_is_exact() -> None:

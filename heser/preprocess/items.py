@@ -9,7 +9,9 @@ from pathlib import Path
 
 from heser.assets import GENERIC_DIRS
 from heser.data.media import is_video
+from heser.io import atomic_path
 
+INVENTORY = "downloaded.csv"  # in paths.raw: what the download stage fetched, one row a file
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 
 
@@ -63,3 +65,11 @@ def read_inventory(path: Path, raw_dir: Path) -> list[MediaItem]:
         for row in rows
         if row.get("kind", "") != "weights"
     ]
+
+
+def write_inventory(path: Path, records: list[dict]) -> None:
+    columns = ["file", "identity", "kind", "sha256", "bytes", "source"]
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(records)

@@ -29,16 +29,11 @@ from heser.face.backends import make_face_backend, make_parser
 from heser.face.types import FaceBackend, FaceParser
 from heser.io import atomic_path
 from heser.preprocess.crop import crop_item
-from heser.preprocess.items import MediaItem
+from heser.preprocess.errors import StageError
+from heser.preprocess.items import INVENTORY, MediaItem, write_inventory
 from heser.preprocess.parse import parse_item
-from heser.preprocess.stages import (
-    INVENTORY,
-    REJECTS,
-    StageError,
-    run_shard,
-    write_inventory,
-)
-from heser.rejects import Reject, write_rejects
+from heser.preprocess.stages import run_shard
+from heser.rejects import REJECTS_FILE, Reject, write_rejects
 
 DONE_DIR = "done"
 ATTEMPTS_DIR = "attempts"
@@ -209,10 +204,10 @@ def finish(cfg: Config, jobs: list[VideoJob], outcomes: list[VideoOutcome],
                   "source": "flow"} for o in finished]
     write_inventory(cfg.path(cfg.paths.raw) / INVENTORY, inventory)
     rejects = [r for o in outcomes for r in o.rejects]
-    write_rejects(cfg.path(cfg.paths.raw) / REJECTS,
+    write_rejects(cfg.path(cfg.paths.raw) / REJECTS_FILE,
                   manifest_rejects + [r for r in rejects if r.stage == STAGE])
     for stage, out_dir in (("crop", cfg.paths.crops), ("parse", cfg.paths.parse)):
-        write_rejects(cfg.path(out_dir) / REJECTS, [r for r in rejects if r.stage == stage])
+        write_rejects(cfg.path(out_dir) / REJECTS_FILE, [r for r in rejects if r.stage == stage])
     return run_shard(cfg, [o.key for o in finished])
 
 

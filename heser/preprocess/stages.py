@@ -1,4 +1,5 @@
-"""The preprocessing DVC stages as library functions: download, crop, parse, shard.
+"""The preprocessing DVC stages as library functions: crop, parse, shard (download is
+heser.preprocess.download).
 
 stages/*.py are thin command-line wrappers around these; the Prefect flow calls the same
 per-item functions (crop_item, parse_item) that these map over.
@@ -6,63 +7,21 @@ per-item functions (crop_item, parse_item) that these map over.
 
 from __future__ import annotations
 
-import csv
 import json
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 
-from heser import assets
 from heser.config import Config
 from heser.face.backends import make_face_backend, make_parser
 from heser.io import atomic_path, fresh_dir
 from heser.preprocess.contact_sheet import save_contact_sheet
 from heser.preprocess.crop import ItemResult, crop_item
-from heser.preprocess.items import MediaItem, read_inventory
+from heser.preprocess.items import INVENTORY, MediaItem, read_inventory
 from heser.preprocess.parse import parse_item
 from heser.preprocess.runner import map_items
 from heser.preprocess.shard import write_shards
-from heser.rejects import Reject, read_rejects, write_rejects
-
-INVENTORY = "downloaded.csv"
-REJECTS = "rejects.csv"
-
-
-class StageError(RuntimeError):
-    """A stage cannot complete; the message says why and what to do."""
-
-
-def run_download(cfg: Config) -> dict[str, int]:
-    """Fetch the data and weights manifests (mirror first, then network), verify sha256."""
-    raw_dir = fresh_dir(cfg.path(cfg.paths.raw))
-    weights_dir = fresh_dir(cfg.path(cfg.paths.weights))
-    mirrors = assets.mirror_dirs(cfg.assets.mirrors, cfg.root)
-    records, rejects, failures = [], [], []
-    for manifest, dest in ((cfg.assets.data_manifest, raw_dir),
-                           (cfg.assets.weights_manifest, weights_dir)):
-        rows, bad_rows = assets.read_manifest(cfg.path(manifest))
-        fetched, failed = assets.fetch_all(rows, dest, mirrors, retries=cfg.assets.retries,
-                                           timeout_s=cfg.assets.timeout_s)
-        records += [r for r in fetched if dest == raw_dir]
-        rejects += bad_rows + failed
-        failures += failed
-    write_inventory(raw_dir / INVENTORY, records)
-    write_rejects(raw_dir / REJECTS, rejects)
-    # A corrupt manifest row is recorded and skipped; a file that fails to download or to
-    # verify is an error (after the rest are fetched) unless the user opts out.
-    if failures and cfg.assets.fail_on_error:
-        listing = "\n".join(f"  {r.file}: {r.reason}" for r in failures[:20])
-        raise StageError(f"download: {len(failures)} manifest rows failed "
-                         f"(set assets.fail_on_error: false to record them and go on):\n{listing}")
-    return {"files": len(records), "rejects": len(rejects)}
-
-
-def write_inventory(path: Path, records: list[dict]) -> None:
-    columns = ["file", "identity", "kind", "sha256", "bytes", "source"]
-    with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(records)
+from heser.rejects import REJECTS_FILE, Reject, read_rejects, write_rejects
 
 
 def _crop_worker(cfg: Config):
@@ -79,7 +38,7 @@ def run_crop(cfg: Config, workers: int = 0) -> dict[str, int]:
     items = read_inventory(raw_dir / INVENTORY, raw_dir)
     out_dir = fresh_dir(cfg.path(cfg.paths.crops))
     results = map_items(_crop_one, items, _crop_worker, (cfg,), workers, "crop")
-    write_rejects(out_dir / REJECTS, [r for result in results for r in result.rejects])
+    write_rejects(out_dir / REJECTS_FILE, [r for result in results for r in result.rejects])
     return _counts(results)
 
 
@@ -97,7 +56,7 @@ def run_parse(cfg: Config, workers: int = 0) -> dict[str, int]:
     crop_tars = sorted(cfg.path(cfg.paths.crops).glob("*.tar"))
     out_dir = fresh_dir(cfg.path(cfg.paths.parse))
     results = map_items(_parse_one, crop_tars, _parse_worker, (cfg,), workers, "parse")
-    write_rejects(out_dir / REJECTS, [r for result in results for r in result.rejects])
+    write_rejects(out_dir / REJECTS_FILE, [r for result in results for r in result.rejects])
     return _counts(results)
 
 
@@ -116,7 +75,7 @@ def run_shard(cfg: Config, video_keys: Iterable[str] | None = None) -> dict[str,
                            video_keys)
     reports = cfg.path(cfg.paths.reports)
     rejects = collect_rejects(cfg)
-    write_rejects(reports / REJECTS, rejects)
+    write_rejects(reports / REJECTS_FILE, rejects)
     metrics = {
         "samples": summary.samples, "total_samples": sum(summary.samples.values()),
         "identities": {k: len(v) for k, v in summary.identities.items()},
@@ -130,8 +89,8 @@ def run_shard(cfg: Config, video_keys: Iterable[str] | None = None) -> dict[str,
 
 
 def collect_rejects(cfg: Config) -> list[Reject]:
-    paths = [cfg.path(cfg.paths.raw) / REJECTS, cfg.path(cfg.paths.crops) / REJECTS,
-             cfg.path(cfg.paths.parse) / REJECTS]
+    paths = [cfg.path(cfg.paths.raw) / REJECTS_FILE, cfg.path(cfg.paths.crops) / REJECTS_FILE,
+             cfg.path(cfg.paths.parse) / REJECTS_FILE]
     return [r for path in paths if path.exists() for r in read_rejects(path)]
 
 

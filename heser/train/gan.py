@@ -30,10 +30,10 @@ from tqdm import tqdm
 
 from heser.config import Train
 from heser.losses import hinge_d
+from heser.tracking import Tracker
 from heser.train.checkpoint import load_checkpoint, restore_rng, rng_state, save_checkpoint
 from heser.train.distributed import DistInfo, gather_objects, mean_over_processes
 from heser.train.models import TrainableModel
-from heser.train.tracking import Tracker
 
 Batch = dict[str, Any]
 Outputs = dict[str, Tensor]  # the generator's image under "image", plus what its losses need

@@ -24,10 +24,10 @@ from torch.utils.data import DataLoader
 from heser.config import Config, Train
 from heser.data.kshot import KShotEpisodes
 from heser.io import atomic_path, save_png
+from heser.tracking import Tracker, flatten, run_name
 from heser.train.distributed import init_distributed, shutdown_distributed
 from heser.train.gan import GanTask, GanTrainer, fit
 from heser.train.models import ReportFiles
-from heser.train.tracking import Tracker, flatten, run_name
 
 
 def eval_batches(cfg: Config, k: int, train: Train, batch_size: int) -> list[dict[str, Any]]:

@@ -33,11 +33,11 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 
 from heser.config import Config, ConfigError, TuneModel, with_overrides
 from heser.io import atomic_path, save_png
+from heser.tracking import flatten
 from heser.train.aligner import AlignerTask
 from heser.train.blender import BlenderTask
 from heser.train.gan import GanTask
 from heser.train.stage import Evaluation, StageOptions, train_stage
-from heser.train.tracking import flatten
 
 # the models a sweep can train, by registry name (heser.train.models)
 TASKS: dict[str, type[GanTask]] = {task.model.name: task for task in (AlignerTask, BlenderTask)}

@@ -22,8 +22,8 @@ from ray import tune
 from ray.tune.search.sample import Categorical, Float
 
 from heser.config import ConfigError
+from heser.tracking import EXPERIMENT_KIND
 from heser.train import sweep
-from heser.train.tracking import EXPERIMENT_KIND
 from pipelines.tune import main
 from tests.conftest import ROOT, make_config, preprocess_sample, write_manifest
 from tests.train.test_blender_task import TINY as TINY_BLENDER

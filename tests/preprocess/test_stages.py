@@ -19,7 +19,9 @@ from PIL import Image
 
 from heser.data.shards import decode_sample, read_index, read_tar
 from heser.face.labels import Region
-from heser.preprocess.stages import StageError, run_crop, run_download, run_parse, run_shard
+from heser.preprocess.download import run_download
+from heser.preprocess.errors import StageError
+from heser.preprocess.stages import run_crop, run_parse, run_shard
 from heser.rejects import read_rejects
 from tests.conftest import SAMPLE, make_config, read_rgb
 

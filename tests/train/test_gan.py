@@ -14,10 +14,10 @@ import torch.multiprocessing as mp
 from torch.nn.parallel import DistributedDataParallel
 
 from heser.config import Config
+from heser.tracking import Tracker
 from heser.train.checkpoint import load_checkpoint
 from heser.train.distributed import DistInfo
 from heser.train.gan import GanTrainer, fit
-from heser.train.tracking import Tracker
 from tests.conftest import make_config, read_rgb
 
 TINY = {

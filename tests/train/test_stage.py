@@ -17,11 +17,11 @@ import torch
 from PIL import Image
 
 from heser.config import Config, with_overrides
+from heser.tracking import EXPERIMENT_KIND
 from heser.train.aligner import AlignerTask
 from heser.train.blender import BlenderTask
 from heser.train.gan import GanTask
 from heser.train.stage import StageOptions, train_stage
-from heser.train.tracking import EXPERIMENT_KIND
 from tests.conftest import ROOT, make_config, preprocess_sample, write_manifest
 from tests.train.test_blender_task import TINY as TINY_BLENDER
 from tests.train.test_gan import TINY as TINY_ALIGNER

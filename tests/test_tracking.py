@@ -10,9 +10,9 @@ import mlflow
 import numpy as np
 from PIL import Image
 
+from heser import tracking
 from heser.env import STATE_DIR
-from heser.train import tracking
-from heser.train.tracking import EXPERIMENT_KIND, Tracker, flatten, run_name
+from heser.tracking import EXPERIMENT_KIND, Tracker, flatten, run_name
 
 
 def test_run_logs_params_metrics_and_a_tagged_grid(tmp_path: Path, monkeypatch):
