@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -160,6 +161,7 @@ class LocalCluster:
                 node.wait(timeout=10)
         for log in self._log_files:
             log.close()
+        shutil.rmtree(self.temp_dir, ignore_errors=True)  # session dirs, logs, spilled objects
 
     def __enter__(self) -> LocalCluster:
         return self.start()
