@@ -18,6 +18,7 @@ from tqdm import tqdm
 from heser.config import Config
 from heser.imaging import from_uint8
 from heser.io import atomic_path
+from heser.tracking import Tracker, run_name
 from heser.train.aligner import AlignerTask
 from heser.train.checkpoint import load_checkpoint
 from heser.train.distributed import DistInfo
@@ -42,6 +43,13 @@ def episodes(crops: torch.Tensor, k: int, batch_size: int,
             "target_key": [f"subject__photo__{t:06d}" for t in targets]}
 
 
+def subject_name(names: list[str]) -> str:
+    """The fine-tuned person, for the MLflow run's name: the first source's stem, and how many
+    more sources there were."""
+    first = Path(names[0]).stem if names else "subject"
+    return first if len(names) < 2 else f"{first} +{len(names) - 1}"
+
+
 def finetune(cfg: Config, source_crops: list[np.ndarray], names: list[str], checkpoint: Path,
              steps: int, out: Path) -> dict[str, Any]:
     """Fine-tune the aligner of ``checkpoint`` on one person's head crops (uint8 at crop.size;
@@ -59,10 +67,17 @@ def finetune(cfg: Config, source_crops: list[np.ndarray], names: list[str], chec
     task.generator.load_state_dict(base["generator"])
     task.discriminator.load_state_dict(base["discriminator"])
     generator = torch.Generator().manual_seed(train.seed)
+    tracker = Tracker("heser-finetune", run_name("finetune", subject_name(names)),
+                      {"steps": steps, "sources": names, "crops": len(source_crops),
+                       "base_checkpoint": str(checkpoint), "aligner": cfg.aligner.model_dump(
+                           mode="json")}, enabled=True)
     losses: dict[str, float] = {}
-    for _ in tqdm(range(steps), desc="finetune", dynamic_ncols=True):
+    for step in tqdm(range(1, steps + 1), desc="finetune", dynamic_ncols=True):
         batch = episodes(crops, cfg.aligner.k, train.batch_size, generator)
         losses = trainer.train_step(batch).losses
+        if step % train.log_every == 0 or step == steps:
+            tracker.metrics({f"train/{k}": v for k, v in losses.items()}, step)
+    tracker.end()
     with atomic_path(out) as tmp:
         torch.save({"generator": task.generator.state_dict(),
                     "base_checkpoint": str(checkpoint), "base_step": int(base["step"]),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import mlflow
 import pytest
 import torch
 
@@ -28,10 +29,17 @@ def base(tmp_path: Path, weights_dir: Path):
     return cfg, checkpoint, crops
 
 
-def test_finetune_moves_the_generator_and_records_its_sources(base, tmp_path: Path):
+def test_finetune_moves_the_generator_and_records_its_sources(base, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch):
     cfg, checkpoint, crops = base
     out = tmp_path / "subject.pt"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     result = finetune(cfg, crops, [Path(p).name for p in PHOTOS], checkpoint, 2, out)
+    # an MLflow run named for what it is: a fine-tune of this subject, not a training stage
+    runs = mlflow.search_runs(experiment_names=["heser-finetune"], output_format="list")
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+    assert runs[0].info.run_name.startswith("finetune dt_woman_D_crop256 +1 ")
+    assert "train/total" in runs[0].data.metrics
     assert result["steps"] == 2 and result["sources"] == 2 and result["crops"] == 2
     tuned = torch.load(out, weights_only=True)
     original = torch.load(checkpoint, weights_only=True)["generator"]
