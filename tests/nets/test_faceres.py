@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import heser.nets.faceres as faceres
-from heser.data.media import VideoReader
+from heser.data.video_io import VideoReader
 from heser.face.align import warp_crop, window_from_points
 from heser.metrics import identity_retrieval_top1
 from heser.nets.faceres import (
