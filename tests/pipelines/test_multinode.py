@@ -14,6 +14,7 @@ import threading
 import time
 from pathlib import Path
 
+import mlflow
 import psutil
 import pytest
 from mlflow.tracking import MlflowClient
@@ -110,9 +111,18 @@ def _sweep_args(cluster: LocalCluster, stages_out: Path, tmp_path: Path,
             for arg in ("--set", f"{key}={json.dumps(value)}")]
 
 
-def test_sweep_runs_its_trials_on_both_nodes(cluster: LocalCluster, stages_out: Path,
-                                             tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+@pytest.fixture
+def mlflow_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A test's own MLflow store. A sweep's MLflow callback sets MLflow's process-wide tracking
+    URI, which outranks MLFLOW_TRACKING_URI, so it is put back afterwards: otherwise the next
+    module's sweeps would log into this test's store."""
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    yield
+    mlflow.set_tracking_uri(None)
+
+
+def test_sweep_runs_its_trials_on_both_nodes(cluster: LocalCluster, stages_out: Path,
+                                             tmp_path: Path, mlflow_store: None):
     args = _sweep_args(cluster, stages_out, tmp_path)
     result = tune_main(["run", "--model", "blender", "--name", "cluster", *args])
     assert result["trials"] == 2
@@ -168,13 +178,11 @@ def test_losing_a_node_mid_run_retries_its_rows_on_the_head(cluster: LocalCluste
 
 
 def test_a_trial_lost_with_its_node_resumes_from_its_checkpoint(
-        cluster: LocalCluster, stages_out: Path, tmp_path: Path,
-        monkeypatch: pytest.MonkeyPatch):
+        cluster: LocalCluster, stages_out: Path, tmp_path: Path, mlflow_store: None):
     """Once both trials have reported once, the raylet of a node (not the head) that runs one
     of them is killed: that trial is retried elsewhere (tune.max_failures) from its checkpoint,
     not from step 0. A fresh node is added first (after the flow's node-loss test, the second
     node is gone)."""
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     cluster.add_node()
     sweep_dir = tmp_path / "sweeps" / "lost"
     finished, killed = threading.Event(), threading.Event()
