@@ -18,7 +18,6 @@ import mlflow
 import psutil
 import pytest
 from mlflow.tracking import MlflowClient
-from prefect.testing.utilities import prefect_test_harness
 from ray import tune
 
 from heser.cluster import LocalCluster
@@ -47,12 +46,6 @@ FLOW = {**COMMON, "flow.retries": 1, "flow.retry_delay_s": 0}
 def cluster():
     with LocalCluster(size=2, num_cpus=1, object_store_mb=100) as two_nodes:
         yield two_nodes
-
-
-@pytest.fixture(scope="module")
-def prefect_server():
-    with prefect_test_harness(server_startup_timeout=90):
-        yield
 
 
 @pytest.fixture(scope="module")

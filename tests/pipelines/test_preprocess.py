@@ -26,7 +26,6 @@ from prefect.client.schemas.filters import (
     TaskRunFilterName,
 )
 from prefect.settings import PREFECT_API_URL
-from prefect.testing.utilities import prefect_test_harness
 
 from heser.data.shards import decode_sample, read_index, read_tar
 from heser.rejects import read_rejects
@@ -49,12 +48,6 @@ COMMON = {"crop.video.max_frames": 4, "crop.video.stride": 6, "assets.retries": 
           "assets.mirrors": [str(SAMPLE), str(SHARED / "weights")]}
 FLOW = {**COMMON, "flow.retries": RETRIES, "flow.retry_delay_s": 0, "ray.num_cpus": 2,
         "ray.object_store_mb": 128}
-
-
-@pytest.fixture(scope="module")
-def prefect_server():
-    with prefect_test_harness(server_startup_timeout=90):
-        yield
 
 
 @pytest.fixture(scope="module")
