@@ -168,6 +168,8 @@ class PoseAugment(_Strict):
     scale: float = Field(ge=0, lt=0.5)
     shift: float = Field(ge=0, lt=0.5)
     color: float = Field(ge=0, le=1)
+    grayscale: float = Field(ge=0, le=1)  # probability
+    blur: float = Field(ge=0, le=0.1)  # largest Gaussian sigma, as a fraction of the side
 
 
 class PerceptualChoice(_Strict):
@@ -184,6 +186,8 @@ class AlignerLoss(PerceptualChoice):
     feature_matching: float = Field(ge=0)
     identity: float = Field(ge=0)
     adversarial: float = Field(ge=0)
+    cross_identity: float = Field(ge=0)  # beyond the paper: heser.losses.cross_reenactment_losses
+    cross_motion: float = Field(ge=0)
 
 
 class Optim(_Strict):

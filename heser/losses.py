@@ -65,6 +65,37 @@ def aligner_generator_losses(
     return AlignerLosses(l1, perceptual, matching, identity, adversarial, total)
 
 
+@dataclass
+class CrossLosses:
+    """Cross-identity reenactment terms (beyond the paper): the sources of one person driven by
+    another person's target, I_A^x. No frame shows that pair, so only the identity (the
+    sources') and the motion (the driver's) can be asked of it, plus realism."""
+
+    identity: Tensor
+    motion: Tensor
+    adversarial: Tensor
+    total: Tensor
+
+    def items(self) -> dict[str, float]:
+        return {f"cross_{name}": float(getattr(self, name).detach())
+                for name in ("identity", "motion", "adversarial")}
+
+
+def cross_reenactment_losses(
+    cross: Tensor, source_identity: Tensor, cross_motion: Tensor, driver_motion: Tensor,
+    weights: AlignerLoss, identity_net: nn.Module, discriminator: nn.Module,
+) -> CrossLosses:
+    """``cross``: I_A^x [N, 3, H, W]; ``source_identity``: the mean E_id code of each one's
+    sources [N, D]; ``cross_motion`` / ``driver_motion``: [E_pose, E_exp] codes of I_A^x and of
+    its driver [N, M] (the driver's a fixed target)."""
+    identity = cosine_distance(identity_net(cross), source_identity).mean()
+    motion = cosine_distance(cross_motion, driver_motion.detach()).mean()
+    adversarial = hinge_g(discriminator(cross)[0])
+    total = (weights.cross_identity * identity + weights.cross_motion * motion
+             + weights.adversarial * adversarial)
+    return CrossLosses(identity, motion, adversarial, total)
+
+
 class CycleTrip(NamedTuple):
     """One colour round trip of the blender's correspondence: an image's colours warped to I_A
     and back onto the same image (heser.nets.correspondence.cycle_back)."""

@@ -13,6 +13,7 @@ from heser.losses import (
     CycleTrip,
     aligner_generator_losses,
     blender_generator_losses,
+    cross_reenactment_losses,
     cycle_l1,
     feature_l1,
     hinge_d,
@@ -122,3 +123,21 @@ def test_blender_total_sums_both_cycles_each_at_the_cycle_weight():
     # lambda_c * (0.2 + 1.0): the paper sums the terms (their mean would give 7.05)
     expected["total"] = 10 * 0.5 + 1 * 0.75 + 2 * (0.2 + 1.0) + 1 * 0.1  # 8.25
     assert losses.items() == pytest.approx(expected)
+
+
+def test_cross_reenactment_terms_and_total():
+    cross = torch.tensor([3.0, 4.0]).view(1, 1, 1, 2)  # I_A^x, its identity code (3, 4)
+    source_identity = torch.tensor([[4.0, 3.0]])
+    cross_motion = torch.tensor([[1.0, 0.0]], requires_grad=True)
+    driver_motion = torch.tensor([[0.0, 1.0]], requires_grad=True)
+    weights = PARAMS.aligner.loss.model_copy(update={
+        "cross_identity": 2, "cross_motion": 3, "adversarial": 0.5})
+    losses = cross_reenactment_losses(cross, source_identity, cross_motion, driver_motion,
+                                      weights, Flatten(), SumCritic())
+    expected = {"cross_identity": 1 - 24 / 25, "cross_motion": 1.0,  # orthogonal codes
+                "cross_adversarial": -0.7}
+    assert losses.items() == pytest.approx(expected)
+    assert losses.total.item() == pytest.approx(2 * 0.04 + 3 * 1.0 + 0.5 * -0.7)
+    losses.total.backward()
+    assert driver_motion.grad is None  # the driver's codes are a fixed target
+    assert cross_motion.grad is not None

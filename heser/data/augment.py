@@ -89,10 +89,44 @@ def _rotate_hue(rgb: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
     return torch.einsum("bij,bjhw->bihw", mix, rgb)
 
 
+def gaussian_blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur of [B, C, H, W] images, ``sigma`` in pixels (reflect padding)."""
+    if sigma <= 0:
+        return images
+    radius = max(1, math.ceil(3 * sigma))
+    x = torch.arange(-radius, radius + 1, device=images.device, dtype=images.dtype)
+    kernel = torch.exp(-x ** 2 / (2 * sigma ** 2))
+    kernel = kernel / kernel.sum()
+    channels = images.shape[1]
+    padded = F.pad(images, (radius, radius, radius, radius), mode="reflect")
+    rows = F.conv2d(padded, kernel.view(1, 1, 1, -1).expand(channels, 1, 1, -1), groups=channels)
+    return F.conv2d(rows, kernel.view(1, 1, -1, 1).expand(channels, 1, -1, 1), groups=channels)
+
+
+def strip_appearance(images: torch.Tensor, generator: torch.Generator, grayscale_p: float,
+                     max_blur: float) -> torch.Tensor:
+    """Per image: gray with probability ``grayscale_p``, then a Gaussian blur of sigma drawn in
+    [0, max_blur * side]. Nothing is drawn for a zero setting, so turning both off leaves every
+    other random draw, and so the training run, unchanged."""
+    if grayscale_p == 0 and max_blur == 0:
+        return images
+    out = []
+    for image in images.split(1):
+        if grayscale_p > 0 and float(torch.rand((), generator=generator)) < grayscale_p:
+            image = _luma((image + 1) / 2).expand_as(image) * 2 - 1
+        if max_blur > 0:
+            sigma = float(torch.rand((), generator=generator)) * max_blur * image.shape[-1]
+            image = gaussian_blur(image, sigma)
+        out.append(image)
+    return torch.cat(out)
+
+
 def pose_augment(images: torch.Tensor, generator: torch.Generator, max_rotation_deg: float,
                  max_scale: float, max_shift: float, color_jitter: float,
-                 padding_mode: str = "reflection") -> torch.Tensor:
-    """A(I_T), Sec. 3.1: a random similarity transform and colour jitter per image.
+                 padding_mode: str = "reflection", grayscale_p: float = 0.0,
+                 max_blur: float = 0.0) -> torch.Tensor:
+    """A(I_T), Sec. 3.1: a random similarity transform and colour jitter per image, then
+    optionally gray and blur (``strip_appearance``; beyond the paper's description of A).
 
     Rotation in [-max_rotation_deg, max_rotation_deg], scale in [1 - max_scale, 1 + max_scale],
     shift in [-max_shift, max_shift] of the side per axis, colour jitter of strength
@@ -105,7 +139,8 @@ def pose_augment(images: torch.Tensor, generator: torch.Generator, max_rotation_
     scales = 1 + _uniform(generator, (b,), max_scale, images)
     shifts = _uniform(generator, (b, 2), max_shift, images)
     warped = warp_similarity(images, angles, scales, shifts, padding_mode)
-    return jitter_colors(warped, generator, color_jitter)
+    jittered = jitter_colors(warped, generator, color_jitter)
+    return strip_appearance(jittered, generator, grayscale_p, max_blur)
 
 
 def central_crop(images: torch.Tensor, fraction: float,

@@ -44,6 +44,11 @@ class Head2HeadAligner(nn.Module):
         return self.generator(self.mlp(codes))
 
     def forward(self, sources: Tensor, identity_codes: Tensor, pose_input: Tensor,
-                expression_input: Tensor) -> Tensor:
-        return self.animate(self.source_code(sources, identity_codes), pose_input,
-                            expression_input)
+                expression_input: Tensor, source_index: Tensor | None = None) -> Tensor:
+        """I_A per pose/expression input; ``source_index`` [N] names the source set (row of
+        ``sources``) each of the N inputs animates, by default row i for input i. Training's
+        cross-identity pairs use it to animate each source set twice in one call."""
+        code = self.source_code(sources, identity_codes)
+        if source_index is not None:
+            code = code[source_index]
+        return self.animate(code, pose_input, expression_input)

@@ -1,8 +1,17 @@
 """The Head2Head Aligner as a ``GanTask``: self-reconstruction from K+1 frames of one video
-(Sec. 3.1): K sources, and the target I_T whose pose and expression I_A must take."""
+(Sec. 3.1): K sources, and the target I_T whose pose and expression I_A must take.
+
+Beyond the paper, and off by default (``aligner.loss.cross_identity``/``cross_motion``): each
+episode's sources are also driven by the target of an episode of another person in the same
+batch, I_A^x, which must keep the sources' identity and take the driver's motion. Self-
+reconstruction alone lets identity leak through E_pose/E_exp whenever the training set is
+small enough to memorise (docs/BENCHMARKS.md, the learnability check).
+"""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -13,7 +22,7 @@ from torch import Tensor, nn
 from heser.config import Config
 from heser.data.augment import central_crop, pose_augment
 from heser.imaging import resize, tile_grid, to_unit
-from heser.losses import aligner_generator_losses
+from heser.losses import aligner_generator_losses, cross_reenactment_losses
 from heser.metrics import LPIPS_WEIGHTS, lpips_network
 from heser.nets.aligner import Head2HeadAligner
 from heser.nets.discriminator import Discriminator
@@ -23,6 +32,32 @@ from heser.train.gan import episode_generators
 from heser.train.models import ALIGNER
 
 Batch = dict[str, Any]
+
+
+def cross_pairs(identities: list[str], step: int) -> tuple[list[int], list[int]]:
+    """(sources, drivers): for each episode with another person in the batch, the index of one
+    such episode, rotating with ``step`` through the candidates."""
+    sources, drivers = [], []
+    for i, identity in enumerate(identities):
+        others = [j for j, other in enumerate(identities) if other != identity]
+        if others:
+            sources.append(i)
+            drivers.append(others[(i + step) % len(others)])
+    return sources, drivers
+
+
+@contextlib.contextmanager
+def frozen(*modules: nn.Module) -> Iterator[None]:
+    """Parameters out of autograd inside the block: a loss computed there moves the images it
+    sees, not the networks (the cross-motion term must not teach E_pose/E_exp to agree)."""
+    params = [p for m in modules for p in m.parameters() if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)
 
 
 class AlignerTask:
@@ -51,11 +86,12 @@ class AlignerTask:
             gens = episode_generators(self.a.train.seed, step, list(batch["target_key"]))
             aug = self.a.augment
             posed = torch.cat([pose_augment(target[i:i + 1], g, aug.rotation_deg, aug.scale,
-                                            aug.shift, aug.color) for i, g in enumerate(gens)])
+                                            aug.shift, aug.color, grayscale_p=aug.grayscale,
+                                            max_blur=aug.blur) for i, g in enumerate(gens)])
         else:
             posed = target
         size = self.a.size
-        return {
+        inputs = {
             "sources": resize(sources.flatten(0, 1), size).view(b, k, 3, size, size),
             "identity_codes": identity_codes,
             "pose_input": resize(posed, self.a.pose.input_size),  # A(I_T)
@@ -63,12 +99,35 @@ class AlignerTask:
                                              self.a.expression.input_size),  # C(A(I_T))
             "target": resize(target, size),
         }
+        loss = self.a.loss
+        if augment and (loss.cross_identity > 0 or loss.cross_motion > 0):
+            cross_sources, drivers = cross_pairs(list(batch.get("identity", [])), step)
+            if cross_sources:
+                inputs["cross_sources"] = torch.tensor(cross_sources, device=self.device)
+                inputs["cross_drivers"] = torch.tensor(drivers, device=self.device)
+        return inputs
+
+    def motion_codes(self, images: Tensor) -> Tensor:
+        """[E_pose, E_exp] codes of unaugmented images (the bare encoders)."""
+        g = self.generator
+        return torch.cat([g.pose(resize(images, self.a.pose.input_size)),
+                          g.expression(central_crop(images, self.a.expression.crop,
+                                                    self.a.expression.input_size))], dim=1)
 
     # -- GanTask ----------------------------------------------------------------------------
 
     def fake(self, inputs: Batch, generator: nn.Module) -> dict[str, Tensor]:
+        """{"image": I_A of each episode, then I_A^x of each cross pair when training has them
+        (the discriminator judges all of it)}, one generator call."""
+        pose, expression = inputs["pose_input"], inputs["expression_input"]
+        if "cross_drivers" not in inputs:
+            return {"image": generator(inputs["sources"], inputs["identity_codes"], pose,
+                                       expression)}  # I_A
+        drivers = inputs["cross_drivers"]
+        index = torch.cat([torch.arange(len(pose), device=pose.device), inputs["cross_sources"]])
         return {"image": generator(inputs["sources"], inputs["identity_codes"],
-                                   inputs["pose_input"], inputs["expression_input"])}  # I_A
+                                   torch.cat([pose, pose[drivers]]),
+                                   torch.cat([expression, expression[drivers]]), index)}
 
     def real(self, inputs: Batch) -> Tensor:
         return inputs["target"]
@@ -79,13 +138,26 @@ class AlignerTask:
 
     def generator_loss(self, inputs: Batch, fake: dict[str, Tensor],
                        discriminator: nn.Module) -> tuple[Tensor, dict[str, float]]:
-        losses = aligner_generator_losses(fake["image"], inputs["target"], self.a.loss,
-                                          self.perceptual, self.identity, discriminator)
-        return losses.total, losses.items()
+        target = inputs["target"]
+        animated, cross = fake["image"][:len(target)], fake["image"][len(target):]
+        losses = aligner_generator_losses(animated, target, self.a.loss, self.perceptual,
+                                          self.identity, discriminator)
+        if not len(cross):
+            return losses.total, losses.items()
+        sources, drivers = inputs["cross_sources"], inputs["cross_drivers"]
+        with torch.no_grad():
+            driver_motion = self.motion_codes(target[drivers])
+        with frozen(self.generator.pose, self.generator.expression):
+            cross_motion = self.motion_codes(cross)
+        cross_losses = cross_reenactment_losses(
+            cross, inputs["identity_codes"][sources].mean(dim=1), cross_motion, driver_motion,
+            self.a.loss, self.identity, discriminator)
+        total = losses.total + cross_losses.total
+        return total, {**losses.items(), **cross_losses.items(), "total": float(total.detach())}
 
     def sample_grid(self, inputs: Batch, fake: dict[str, Tensor], rows: int = 4) -> np.ndarray:
         """Rows of: the K sources | target I_T | animated I_A, as uint8 RGB."""
-        animated = fake["image"]
+        animated = fake["image"][:len(inputs["target"])]
         n = min(rows, animated.shape[0])
         return tile_grid([*inputs["sources"].unbind(1), inputs["target"], animated], n)
 

@@ -10,8 +10,10 @@ from PIL import Image
 
 from heser.data.augment import (
     central_crop,
+    gaussian_blur,
     jitter_colors,
     pose_augment,
+    strip_appearance,
     warp_similarity,
 )
 from tests.conftest import read_rgb
@@ -125,3 +127,25 @@ def test_central_crop_antialiases_like_pil(crops: torch.Tensor):
     crop = read_rgb("images/dt_woman_D_crop256.png")[32:224, 32:224]
     pil = np.asarray(Image.fromarray(crop).resize((48, 48), Image.Resampling.BILINEAR))
     assert (out[0] - _tensor(pil)).abs().mean() < 0.01
+
+
+def test_gaussian_blur_keeps_the_mean_and_spreads_a_dot():
+    dot = _dot(33, 33, 16, 16, sigma=0.5)
+    blurred = gaussian_blur(dot, 2.0)
+    assert blurred.shape == dot.shape
+    assert blurred.mean().item() == pytest.approx(dot.mean().item(), abs=1e-4)
+    assert blurred[0, 0, 16, 16] < dot[0, 0, 16, 16]  # the peak spreads out
+    assert blurred[0, 0, 16, 19] > dot[0, 0, 16, 19]
+    assert torch.equal(gaussian_blur(dot, 0), dot)
+
+
+def test_strip_appearance_grays_and_blurs_per_image(crops: torch.Tensor):
+    generator = torch.Generator().manual_seed(0)
+    gray = strip_appearance(crops, generator, grayscale_p=1.0, max_blur=0.0)
+    assert torch.allclose(gray[:, 0], gray[:, 1]) and torch.allclose(gray[:, 1], gray[:, 2])
+    blurred = strip_appearance(crops, torch.Generator().manual_seed(0), 0.0, 0.05)
+    assert not torch.allclose(blurred, crops, atol=1e-3)
+    # off draws nothing: the generator's next number is the one it would have been
+    off, untouched = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    assert strip_appearance(crops, off, 0.0, 0.0) is crops
+    assert torch.rand((), generator=off) == torch.rand((), generator=untouched)

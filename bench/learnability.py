@@ -1,0 +1,194 @@
+"""The aligner's learnability check (heser.train.learnability): train on a few identities of
+the sample, then measure whether I_A keeps the sources' identity and follows the driver.
+
+    python bench/learnability.py                                   # 4 identities, ~20 min CPU
+    python bench/learnability.py --set aligner.loss.cross_identity=0 --name paper_recipe
+    python bench/learnability.py --identities all --set aligner.size=256 --minutes 5   # a GPU
+    python bench/learnability.py --dry-run                         # tiny, seconds, CPU
+
+Writes <out>/learnability.json (the figures, the overrides, the steps and seconds),
+<out>/grid.png (header: the drivers; rows: a source, then I_A per driver) and the training
+reports under <out>/train/, and logs all of it as one run of the MLflow experiment
+``heser-learnability``. The data is the DVC pipeline's shards (data/shards): run
+`dvc repro shard` first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from heser.config import (
+    Config,
+    add_config_arguments,
+    exit_on_error,
+    load_config,
+    overrides_from_args,
+    with_overrides,
+)
+from heser.data.shards import INDEX_NAME, read_index
+from heser.env import configure_tool_state
+from heser.face.backends import make_face_backend
+from heser.io import fresh_dir, save_png
+from heser.metrics import LPIPS_WEIGHTS
+from heser.nets.faceres import load_faceres
+from heser.tracking import Tracker, run_name
+from heser.train.aligner import AlignerTask
+from heser.train.checkpoint import load_checkpoint
+from heser.train.learnability import (
+    DEFAULT_IDENTITIES,
+    Landmarks,
+    load_people,
+    measure,
+    subset_shards,
+)
+from heser.train.stage import StageOptions, train_stage
+
+EXPERIMENT = "heser-learnability"
+# Sized to train in about 15 minutes on a 2-core CPU (docs/BENCHMARKS.md); --set overrides.
+CPU_SETTINGS = {"aligner.size": 64, "aligner.train.batch_size": 8,
+                "aligner.train.steps": 600, "aligner.train.eval_episodes": 8,
+                "aligner.train.log_every": 25}
+DRY_RUN = {"aligner.size": 32, "aligner.k": 2, "aligner.train.batch_size": 4,
+           "aligner.train.steps": 2, "aligner.train.workers": 0, "aligner.train.eval_episodes": 2,
+           "aligner.portrait.width": 8, "aligner.portrait.dim": 32, "aligner.pose.dim": 16,
+           "aligner.expression.dim": 16, "aligner.mlp_hidden": 32,
+           "aligner.generator.base_channels": 8, "aligner.generator.max_channels": 16,
+           "aligner.discriminator.base_channels": 8, "aligner.discriminator.max_channels": 16}
+
+
+def _identities(cfg: Config, wanted: str) -> tuple[str, ...]:
+    if wanted != "all":
+        return tuple(wanted.split(","))
+    index = read_index(cfg.path(cfg.paths.shards) / INDEX_NAME).to_pylist()
+    frames: dict[str, int] = {}
+    for row in index:
+        if row["split"] == "train":
+            frames[row["identity"]] = frames.get(row["identity"], 0) + 1
+    return tuple(sorted(i for i, n in frames.items() if n > cfg.aligner.k + 1))
+
+
+def _calibrated_steps(cfg: Config, minutes: float) -> int:
+    """Steps that fit ``minutes``: three steps timed on the check's own data (after one warm-up
+    step), the rest of the budget divided by their mean."""
+    from torch.utils.data import DataLoader
+
+    from heser.data.kshot import KShotEpisodes
+    from heser.train.distributed import init_distributed
+    from heser.train.gan import GanTrainer
+
+    dist = init_distributed()
+    task = AlignerTask(cfg, dist.device)
+    trainer = GanTrainer(task, cfg.aligner.train, dist)
+    data = KShotEpisodes(cfg.path(cfg.paths.shards), "train", cfg.aligner.k, 4, 0)
+    batch = next(iter(DataLoader(data, batch_size=cfg.aligner.train.batch_size)))
+    trainer.train_step(batch)
+    if dist.device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(3):
+        trainer.train_step(batch)
+    if dist.device.type == "cuda":
+        torch.cuda.synchronize()
+    per_step = (time.perf_counter() - start) / 3
+    return max(1, int(minutes * 60 / per_step))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_config_arguments(parser)
+    parser.add_argument("--identities", default=",".join(DEFAULT_IDENTITIES),
+                        help="comma-separated train-split identities, or 'all'")
+    parser.add_argument("--holdout", type=float, default=0.25,
+                        help="share of each video's last frames held out (drivers)")
+    parser.add_argument("--drivers", type=int, default=3, help="held-out drivers per person")
+    parser.add_argument("--minutes", type=float, default=None,
+                        help="train for about this long (steps calibrated on 3 timed steps)")
+    parser.add_argument("--name", default="default", help="the run's name; <out> defaults to "
+                        "reports/learnability/<name>")
+    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--dry-run", action="store_true", help="tiny sizes, 2 steps, CPU")
+    args = parser.parse_args(argv)
+    configure_tool_state()
+    with exit_on_error("bench/learnability.py", ValueError):
+        run(args)
+
+
+def run(args: argparse.Namespace) -> None:
+    settings = dict(DRY_RUN if args.dry_run else CPU_SETTINGS)
+    overrides = {**settings, **overrides_from_args(args)}
+    cfg = base = load_config(args.params, overrides)
+    out = fresh_dir(args.out or cfg.path(cfg.paths.reports) / "learnability" / args.name)
+    identities = _identities(base, args.identities)
+    subset = out / "subset"
+    counts = subset_shards(cfg.path(cfg.paths.shards), identities, args.holdout, subset)
+    cfg = with_overrides(cfg, {"paths.shards": str(subset)}, "bench/learnability.py")
+    if args.minutes:
+        cfg = with_overrides(cfg, {"aligner.train.steps": _calibrated_steps(cfg, args.minutes)},
+                             "bench/learnability.py --minutes")
+    print(f"learnability: {len(identities)} identities, {counts['train']} training and "
+          f"{counts['val']} held-out frames, {cfg.aligner.train.steps} steps at "
+          f"{cfg.aligner.size} px", flush=True)
+
+    start = time.perf_counter()
+    checkpoint = out / "aligner.pt"
+    train_stage(cfg, AlignerTask, StageOptions(checkpoint=checkpoint, reports=out / "train",
+                                                track=False))
+    seconds = time.perf_counter() - start
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    task = AlignerTask(cfg, device)
+    task.generator.load_state_dict(load_checkpoint(checkpoint)["generator"])
+    weights = cfg.path(cfg.paths.weights)
+    people = load_people(subset, identities, cfg.aligner.k, 1 if args.dry_run else args.drivers,
+                         2 if args.dry_run else 16)
+    landmarks = Landmarks(make_face_backend(cfg, weights), cfg.crop.size)
+    figures, grid = measure(task, people, load_faceres(weights).to(device), landmarks,
+                            weights / LPIPS_WEIGHTS)
+    checkpoint.unlink()  # a few-minute model of four people: the figures are what is kept
+    report = {"identities": list(identities), "overrides": overrides,
+              "steps": cfg.aligner.train.steps, "train_seconds": round(seconds, 1),
+              "device": str(device), "figures": figures}
+    (out / "learnability.json").write_text(json.dumps(report, indent=2) + "\n")
+    save_png(out / "grid.png", grid)
+    _log(cfg, args.name, report, out)
+    _print(report)
+
+
+def _log(cfg: Config, name: str, report: dict, out: Path) -> None:
+    tracker = Tracker(EXPERIMENT, run_name("learnability", name),
+                      {"identities": ",".join(report["identities"]), "steps": report["steps"],
+                       **{k: v for k, v in report["overrides"].items()},
+                       "aligner": cfg.aligner.model_dump(mode="json")}, enabled=True)
+    tracker.metrics({k: float(v) for k, v in report["figures"].items()}, report["steps"])
+    tracker.metrics({"train_seconds": report["train_seconds"]}, report["steps"])
+    tracker.artifact(out / "grid.png", "samples")
+    tracker.artifact(out / "learnability.json", "reports")
+    tracker.end()
+
+
+def _print(report: dict) -> None:
+    f = report["figures"]
+    print(f"\n{report['steps']} steps in {report['train_seconds']:.0f} s on {report['device']}")
+    print(f"cross-identity retrieval top-1: FaceRes {f['faceres_cross_top1']:.2f}, dlib (the "
+          f"identity loss's network) {f['eid_cross_top1']:.2f}; chance {f['faceres_chance']:.2f}")
+    print(f"  cross pairs retrieving the driver instead: FaceRes "
+          f"{f['faceres_cross_driver_share']:.2f}, dlib {f['eid_cross_driver_share']:.2f}")
+    print(f"same-person retrieval top-1: FaceRes {f['faceres_same_top1']:.2f}")
+    print(f"change of I_A: sources only {f['change_sources_only']:.3f}, driver only "
+          f"{f['change_driver_only']:.3f}")
+    print(f"pose error to the driver {f['pose_error_to_driver_deg']:.1f} deg, to the sources "
+          f"{f['pose_error_to_sources_deg']:.1f} deg; expression error to the driver "
+          f"{f['expression_error_to_driver']:.3f}, to the sources "
+          f"{f['expression_error_to_sources']:.3f}; mouth-opening correlation with the driver "
+          f"{f['mouth_opening_correlation']:.2f} (faces found in {f['face_found']:.0%} of I_A)")
+    print(f"same-video reenactment of held-out frames: L1 {f['same_video_l1']:.3f}, SSIM "
+          f"{f['same_video_ssim']:.3f}, LPIPS {f['same_video_lpips']:.3f}")
+
+
+if __name__ == "__main__":
+    main()

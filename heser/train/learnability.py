@@ -1,0 +1,302 @@
+"""The aligner's learnability check: the small-set overfit test the field runs before scaling.
+
+Train the aligner on a few identities of the sample (every frame of their videos but the last
+``holdout`` share, which is held out), then reenact each person's K sources into held-out
+frames of every person, and ask:
+
+* does I_A keep the sources' identity when the driver is someone else? Retrieval top-1 among
+  the trained identities by FaceRes (an identity network the training never sees; dlib, the
+  identity loss's own network, beside it, labelled so), with the chance level and the share
+  that retrieves the *driver* (identity leaking through E_pose/E_exp);
+* does I_A follow the driver? Its head-pose error against the driver beside the one against
+  its own sources, and its mouth opening against the driver's;
+* how much does I_A change when only the sources change, and when only the driver does?
+* same-video reenactment of held-out frames: L1, SSIM, LPIPS.
+
+``bench/learnability.py`` is the entry point (MLflow, reports); this module is the library.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from heser import metrics
+from heser.data.shards import INDEX_NAME, read_index, write_index
+from heser.evaluate import Sample, load_samples
+from heser.face.cropper import choose_face
+from heser.face.types import FaceBackend
+from heser.imaging import from_uint8, resize, tile_grid, to_uint8
+from heser.nets.faceres import FaceRes
+from heser.train.aligner import AlignerTask
+
+# Four training identities of the sample: two MEAD studio actors with many frames, an HDTF
+# interview and a LivePortrait driving clip (glasses, curly hair).
+DEFAULT_IDENTITIES = ("mead_W009", "mead_M030", "hdtf_aoc", "lp_d12_asian_man_curly_glasses")
+TRAIN, HELD_OUT = "train", "val"  # the split names the subset's index uses
+# mediapipe468: inner-lip midpoints (upper, lower) and the outer eye corners
+_INNER_LIPS, _EYE_CORNERS = (13, 14), (33, 263)
+
+
+def subset_shards(shard_dir: Path, identities: tuple[str, ...], holdout: float,
+                  out_dir: Path) -> dict[str, int]:
+    """An index in ``out_dir`` over the train-split frames of ``identities`` alone, with the
+    last ``holdout`` share of each video's frames (at least one) as split ``val``; the shards
+    are linked, not copied. Returns frames per split."""
+    table = read_index(shard_dir / INDEX_NAME).to_pylist()
+    rows = [r for r in table if r["identity"] in identities and r["split"] == "train"]
+    missing = sorted(set(identities) - {r["identity"] for r in rows})
+    if missing:
+        raise ValueError(f"{shard_dir / INDEX_NAME}: no train-split frames of {missing}; pick "
+                         "identities of the train split")
+    videos: dict[tuple[str, str], list[dict]] = defaultdict(list)
+    for row in rows:
+        videos[(row["identity"], row["video"])].append(row)
+    counts = {TRAIN: 0, HELD_OUT: 0}
+    for frames in videos.values():
+        frames.sort(key=lambda r: r["frame"])
+        held = max(1, math.ceil(holdout * len(frames))) if len(frames) > 1 else 0
+        for i, row in enumerate(frames):
+            row["split"] = HELD_OUT if i >= len(frames) - held else TRAIN
+            counts[row["split"]] += 1
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_index(rows, out_dir / INDEX_NAME)
+    for shard in {r["shard"] for r in rows}:
+        link = out_dir / shard
+        if not link.exists():
+            link.symlink_to((shard_dir / shard).resolve())
+    return counts
+
+
+@dataclass(frozen=True)
+class Person:
+    """One identity of the check: K source frames, drivers (held-out frames of its longest
+    video, the sources' video) and a gallery of its training frames for retrieval."""
+
+    identity: str
+    sources: list[Sample]
+    drivers: list[Sample]
+    gallery: list[Sample]
+
+
+def _spread(items: list, count: int) -> list:
+    """``count`` items evenly spaced over ``items`` (all of them when there are fewer)."""
+    if len(items) <= count:
+        return list(items)
+    return [items[round(i)] for i in np.linspace(0, len(items) - 1, count)]
+
+
+def load_people(subset_dir: Path, identities: tuple[str, ...], k: int, drivers: int,
+                gallery: int) -> list[Person]:
+    """The sources, drivers and gallery of each identity, from the subset's index."""
+    index = read_index(subset_dir / INDEX_NAME).to_pylist()
+    plan: dict[str, Person] = {}
+    keys: dict[str, set[str]] = {TRAIN: set(), HELD_OUT: set()}
+    chosen: dict[str, tuple[list[str], list[str], list[str]]] = {}
+    for identity in identities:
+        rows = sorted((r for r in index if r["identity"] == identity),
+                      key=lambda r: (r["video"], r["frame"]))
+        by_video: dict[str, list[dict]] = defaultdict(list)
+        for row in rows:
+            by_video[row["video"]].append(row)
+        video = max(by_video, key=lambda v: len(by_video[v]))
+        train = [r["key"] for r in by_video[video] if r["split"] == TRAIN]
+        held = [r["key"] for r in by_video[video] if r["split"] == HELD_OUT]
+        if len(train) < k or not held:
+            raise ValueError(f"{identity}: its longest video {video} has {len(train)} training "
+                             f"and {len(held)} held-out frames; the check needs k={k} and 1")
+        every_train = [r["key"] for r in rows if r["split"] == TRAIN]
+        chosen[identity] = (_spread(train, k), _spread(held, drivers),
+                            _spread(every_train, gallery))
+        keys[TRAIN] |= set(chosen[identity][0]) | set(chosen[identity][2])
+        keys[HELD_OUT] |= set(chosen[identity][1])
+    samples = {**load_samples(subset_dir, TRAIN, keys[TRAIN]),
+               **load_samples(subset_dir, HELD_OUT, keys[HELD_OUT])}
+    for identity, (sources, held, shown) in chosen.items():
+        plan[identity] = Person(identity, [samples[k] for k in sources],
+                                [samples[k] for k in held], [samples[k] for k in shown])
+    return list(plan.values())
+
+
+def _tensor(samples: list[Sample]) -> torch.Tensor:
+    return torch.stack([from_uint8(s.image) for s in samples])
+
+
+@torch.no_grad()
+def reenact(task: AlignerTask, people: list[Person]) -> torch.Tensor:
+    """I_A [P, P * D, 3, S, S] in [-1, 1]: person p's sources driven by every person's D
+    held-out frames, in the order of ``people`` (row p, column q * D + d)."""
+    drivers = torch.cat([_tensor(p.drivers) for p in people])
+    rows = []
+    task.generator.eval()
+    try:
+        for person in people:
+            sources = _tensor(person.sources)
+            batch = {"sources": sources.expand(len(drivers), *sources.shape),
+                     "target": drivers,
+                     "target_key": [s.key for p in people for s in p.drivers]}
+            inputs = task.prepare(batch, 0, augment=False)
+            rows.append(task.fake(inputs, task.generator)["image"].float().cpu())
+    finally:
+        task.generator.train()
+    return torch.stack(rows)
+
+
+def sensitivities(animated: torch.Tensor) -> dict[str, float]:
+    """Mean |change of I_A| ([-1, 1] units) when only the sources change (same driver, other
+    person's sources) and when only the driver changes (same sources, another driver)."""
+    people, drivers = animated.shape[:2]
+    by_source = [(animated[a] - animated[b]).abs().mean().item()
+                 for a in range(people) for b in range(a + 1, people)]
+    by_driver = [(animated[:, a] - animated[:, b]).abs().mean().item()
+                 for a in range(drivers) for b in range(a + 1, drivers)]
+    return {"change_sources_only": float(np.mean(by_source)),
+            "change_driver_only": float(np.mean(by_driver))}
+
+
+def _upsized(image: np.ndarray, size: int) -> np.ndarray:
+    if image.shape[0] == size:
+        return image
+    return np.asarray(Image.fromarray(image).resize((size, size), Image.BICUBIC))
+
+
+class Landmarks:
+    """3-D landmarks of crop-sized pictures (None: no face), by the crop stage's backend."""
+
+    def __init__(self, backend: FaceBackend, size: int):
+        self.backend, self.size = backend, size
+
+    def __call__(self, image: np.ndarray) -> tuple[np.ndarray, str] | None:
+        faces = self.backend(_upsized(image, self.size))
+        if not faces:
+            return None
+        face = choose_face(faces, None)
+        return face.landmarks, face.scheme
+
+
+def mouth_opening(landmarks: np.ndarray, scheme: str) -> float:
+    """Inner-lip gap over the outer-eye-corner distance (mediapipe468 only; nan otherwise)."""
+    if scheme != "mediapipe468":
+        return float("nan")
+    (upper, lower), (left, right) = _INNER_LIPS, _EYE_CORNERS
+    gap = np.linalg.norm(landmarks[upper, :2] - landmarks[lower, :2])
+    return float(gap / np.linalg.norm(landmarks[left, :2] - landmarks[right, :2]))
+
+
+def _retrieval(descriptors: np.ndarray, people: list[Person], galleries: dict[str, np.ndarray],
+               same: np.ndarray) -> dict[str, float]:
+    """Top-1 of the sources' identity over cross pairs (row person != driver person) and over
+    same-person pairs, and the share of cross pairs that retrieve the driver instead."""
+    names = [p.identity for p in people]
+    n_people, n_columns = same.shape
+    drivers_per = n_columns // n_people
+    flat = descriptors.reshape(n_people * n_columns, -1)
+    own = [names[r] for r in range(n_people) for _ in range(n_columns)]
+    driver = [names[c // drivers_per] for _ in range(n_people) for c in range(n_columns)]
+    unit = flat / np.linalg.norm(flat, axis=1, keepdims=True)
+    gallery = np.stack([galleries[n] for n in names])
+    best = [names[i] for i in (unit @ (gallery / np.linalg.norm(gallery, axis=1,
+                                                                keepdims=True)).T).argmax(1)]
+    cross = ~same.reshape(-1)
+    hits = np.array([b == o for b, o in zip(best, own)])
+    leaks = np.array([b == d for b, d in zip(best, driver)])
+    return {"cross_top1": float(hits[cross].mean()), "same_top1": float(hits[~cross].mean()),
+            "cross_driver_share": float(leaks[cross].mean()), "chance": 1 / len(names)}
+
+
+def measure(task: AlignerTask, people: list[Person], faceres: FaceRes, landmarks: Landmarks,
+            lpips_weights: Path) -> tuple[dict[str, float], np.ndarray]:
+    """The check's figures (see the module docstring) and its sample grid."""
+    animated = reenact(task, people)
+    n_people, n_columns = animated.shape[:2]
+    drivers_per = n_columns // n_people
+    same = np.array([[c // drivers_per == r for c in range(n_columns)] for r in range(n_people)])
+    crop = people[0].drivers[0].image.shape[0]
+    pictures = np.stack([_upsized(to_uint8(image), crop) for image in animated.flatten(0, 1)])
+    result: dict[str, float] = {"people": n_people, "drivers_per_person": drivers_per}
+    result.update(sensitivities(animated))
+    galleries = {p.identity: faceres.identity_descriptor(np.stack([s.image for s in p.gallery]))
+                 .mean(0) for p in people}
+    found = faceres.identity_descriptor(pictures)
+    result.update({f"faceres_{k}": v for k, v in _retrieval(found, people, galleries,
+                                                            same).items()})
+    eid = task.identity
+    with torch.no_grad():
+        eid_gallery = {p.identity: eid(_tensor(p.gallery).to(task.device)).mean(0).cpu().numpy()
+                       for p in people}
+        eid_found = eid(animated.flatten(0, 1).to(task.device)).cpu().numpy()
+    result.update({f"eid_{k}": v for k, v in _retrieval(eid_found, people, eid_gallery,
+                                                        same).items() if k != "chance"})
+    result.update(_motion(pictures.reshape(n_people, n_columns, *pictures.shape[1:]), people,
+                          same, landmarks))
+    result.update(_same_video(animated, people, same, lpips_weights))
+    return result, _grid(animated, people)
+
+
+def _motion(pictures: np.ndarray, people: list[Person], same: np.ndarray,
+            landmarks: Landmarks) -> dict[str, float]:
+    """Over cross pairs: head-pose error of I_A against its driver and against its own sources
+    (mean over the K), expression error likewise, and the correlation of I_A's mouth opening
+    with the driver's; ``face_found``: share of I_A where the backend found a face."""
+    drivers = [landmarks(s.image) for p in people for s in p.drivers]
+    sources = [[landmarks(s.image) for s in p.sources] for p in people]
+    pose_driver, pose_source, exp_driver, exp_source, mouths, found = [], [], [], [], [], []
+    for r, row in enumerate(pictures):
+        for c, picture in enumerate(row):
+            if same[r, c]:
+                continue
+            got, wanted = landmarks(picture), drivers[c]
+            found.append(got is not None)
+            if got is None or wanted is None:
+                continue
+            own = [s for s in sources[r] if s is not None]
+            pose_driver.append(metrics.pose_error_deg(wanted[0], got[0]))
+            exp_driver.append(metrics.expression_error(wanted[0], got[0]))
+            pose_source.append(np.mean([metrics.pose_error_deg(s[0], got[0]) for s in own]))
+            exp_source.append(np.mean([metrics.expression_error(s[0], got[0]) for s in own]))
+            mouths.append((mouth_opening(*wanted), mouth_opening(*got)))
+    mouth = np.array(mouths, np.float64).reshape(-1, 2)
+    usable = mouth[np.isfinite(mouth).all(1)]
+    correlation = (float(np.corrcoef(usable.T)[0, 1])
+                   if len(usable) > 2 and usable.std(0).min() > 0 else float("nan"))
+    return {"face_found": float(np.mean(found)),
+            "pose_error_to_driver_deg": float(np.mean(pose_driver or [np.nan])),
+            "pose_error_to_sources_deg": float(np.mean(pose_source or [np.nan])),
+            "expression_error_to_driver": float(np.mean(exp_driver or [np.nan])),
+            "expression_error_to_sources": float(np.mean(exp_source or [np.nan])),
+            "mouth_opening_correlation": correlation}
+
+
+def _same_video(animated: torch.Tensor, people: list[Person], same: np.ndarray,
+                lpips_weights: Path) -> dict[str, float]:
+    """Same-person pairs: the sources and the held-out driver are frames of one video, so the
+    driver is the ground truth. L1 ([-1, 1] units), SSIM and LPIPS (AlexNet)."""
+    results, truths = [], []
+    for r, person in enumerate(people):
+        columns = np.flatnonzero(same[r])
+        results += [animated[r, c] for c in columns]
+        truths += [from_uint8(s.image) for s in person.drivers]
+    size = animated.shape[-1]
+    fake, real = torch.stack(results), resize(torch.stack(truths), size)
+    net = metrics.lpips_network(lpips_weights)
+    to_np = [to_uint8(x) for x in fake], [to_uint8(x) for x in real]
+    return {"same_video_l1": float((fake - real).abs().mean()),
+            "same_video_ssim": float(np.mean([metrics.ssim(a, b) for a, b in zip(*to_np)])),
+            "same_video_lpips": float(net(fake, real).mean())}
+
+
+def _grid(animated: torch.Tensor, people: list[Person]) -> np.ndarray:
+    """Header row: the drivers; then per person: its first source, then I_A per driver."""
+    size = animated.shape[-1]
+    drivers = resize(torch.cat([_tensor(p.drivers) for p in people]), size)
+    first = resize(torch.stack([from_uint8(p.sources[0].image) for p in people]), size)
+    blank = torch.full((1, 3, size, size), -1.0)
+    columns = [torch.cat([blank, first])]
+    columns += [torch.cat([drivers[c:c + 1], animated[:, c]]) for c in range(len(drivers))]
+    return tile_grid(columns, len(people) + 1)

@@ -1,0 +1,121 @@
+"""heser.train.learnability and the aligner's cross-identity training: the subset index, the
+figures on constructed inputs (sensitivities, retrieval with its chance level and the driver
+share, mouth opening), cross pairs within a batch, the frozen encoders of the motion term, and
+one training step with the cross terms on."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from heser.data.shards import INDEX_NAME, read_index, write_index
+from heser.train.aligner import AlignerTask, cross_pairs, frozen
+from heser.train.distributed import DistInfo
+from heser.train.gan import GanTrainer
+from heser.train.learnability import (
+    HELD_OUT,
+    TRAIN,
+    Person,
+    _retrieval,
+    mouth_opening,
+    sensitivities,
+    subset_shards,
+)
+from tests.train.test_gan import _batches, _tiny
+
+
+def _row(identity: str, video: str, frame: int, split: str = "train") -> dict:
+    return {"key": f"{identity}__{video}__{frame:06d}", "identity": identity, "video": video,
+            "frame": frame, "split": split, "shard": "train-000000.tar", "source_file": "x.mp4",
+            "kind": "video", "n_faces": 1, "inside_fraction": 1.0}
+
+
+def test_subset_holds_out_each_videos_last_frames(tmp_path: Path):
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    (shards / "train-000000.tar").write_bytes(b"")
+    rows = ([_row("a", "v1", f) for f in range(8)] + [_row("a", "photo", 0)]
+            + [_row("b", "v2", f) for f in (5, 1, 3, 2)] + [_row("c", "v3", f) for f in range(6)]
+            + [_row("d", "v4", f, "val") for f in range(6)])
+    write_index(rows, shards / INDEX_NAME)
+    counts = subset_shards(shards, ("a", "b"), 0.25, tmp_path / "subset")
+    index = read_index(tmp_path / "subset" / INDEX_NAME).to_pylist()
+    held = {(r["identity"], r["frame"]) for r in index if r["split"] == HELD_OUT}
+    assert held == {("a", 6), ("a", 7), ("b", 5)}  # the last quarter, at least one, by frame
+    assert counts == {TRAIN: 10, HELD_OUT: 3}  # a photo is never held out; c and d are not in
+    assert (tmp_path / "subset" / "train-000000.tar").is_symlink()
+    with pytest.raises(ValueError, match=r"\['d'\]"):
+        subset_shards(shards, ("a", "d"), 0.25, tmp_path / "other")  # d has no train frames
+
+
+def test_sensitivities_separate_source_and_driver_changes():
+    # I_A[p, d] = p: it depends on the sources alone
+    animated = torch.arange(3.0).view(3, 1, 1, 1, 1).expand(3, 4, 3, 2, 2)
+    found = sensitivities(animated)
+    assert found["change_sources_only"] == pytest.approx((1 + 2 + 1) / 3)
+    assert found["change_driver_only"] == 0
+
+
+def _people(*names: str) -> list[Person]:
+    return [Person(name, [], [], []) for name in names]
+
+
+def test_retrieval_counts_cross_pairs_own_identity_and_driver_share():
+    people = _people("a", "b")
+    galleries = {"a": np.array([1.0, 0.0]), "b": np.array([0.0, 1.0])}
+    same = np.array([[True, False], [False, True]])  # one driver per person
+    # row a: own driver -> a, b's driver -> b (leak); row b: a's driver -> b, own -> b
+    found = np.array([[[1.0, 0.1], [0.1, 1.0]], [[0.2, 1.0], [0.0, 1.0]]])
+    result = _retrieval(found, people, galleries, same)
+    assert result == {"cross_top1": 0.5, "same_top1": 1.0, "cross_driver_share": 0.5,
+                      "chance": 0.5}
+
+
+def test_mouth_opening_is_the_lip_gap_over_the_eye_corner_distance():
+    landmarks = np.zeros((468, 3))
+    landmarks[33, :2], landmarks[263, :2] = (0, 0), (10, 0)
+    landmarks[13, :2], landmarks[14, :2] = (5, 20), (5, 23)
+    assert mouth_opening(landmarks, "mediapipe468") == pytest.approx(0.3)
+    assert np.isnan(mouth_opening(np.zeros((68, 3)), "ibug68"))
+
+
+def test_cross_pairs_pick_another_person_and_skip_the_lonely():
+    sources, drivers = cross_pairs(["a", "a", "b", "c"], step=0)
+    assert sources == [0, 1, 2, 3]
+    assert all(["a", "a", "b", "c"][s] != ["a", "a", "b", "c"][d]
+               for s, d in zip(sources, drivers))
+    assert cross_pairs(["a", "a"], step=0) == ([], [])
+    assert cross_pairs(["a", "b", "c"], 0)[1] != cross_pairs(["a", "b", "c"], 1)[1]  # rotates
+
+
+def test_frozen_keeps_gradients_from_the_networks_inside_the_block():
+    net = torch.nn.Linear(2, 1)
+    image = torch.ones(1, 2, requires_grad=True)
+    with frozen(net):
+        net(image).sum().backward()
+    assert net.weight.grad is None and image.grad is not None
+    assert net.weight.requires_grad  # restored
+
+
+def test_a_training_step_with_cross_terms_trains_on_cross_pairs(tmp_path: Path):
+    cfg = _tiny(tmp_path, **{"aligner.loss.cross_identity": 1.0,
+                             "aligner.loss.cross_motion": 1.0,
+                             "aligner.augment.grayscale": 0.5, "aligner.augment.blur": 0.02})
+    torch.manual_seed(0)
+    task = AlignerTask(cfg, torch.device("cpu"))
+    trainer = GanTrainer(task, cfg.aligner.train, DistInfo(0, 1, torch.device("cpu")))
+    batch = {**_batches(1)[0], "identity": ["a", "b", "a", "c"]}
+    result = trainer.train_step(batch)
+    assert {"cross_identity", "cross_motion", "cross_adversarial"} <= set(result.losses)
+    assert result.fake["image"].shape[0] == 8  # 4 episodes, then 4 cross pairs, one call
+    assert result.losses["total"] == pytest.approx(
+        sum(cfg.aligner.loss.model_dump()[k] * result.losses[k] for k in
+            ("l1", "perceptual", "feature_matching", "identity", "adversarial"))
+        + result.losses["cross_identity"] + result.losses["cross_motion"]
+        + cfg.aligner.loss.adversarial * result.losses["cross_adversarial"], rel=1e-4)
+    # off by default (the paper's recipe): no cross pairs, and nothing extra in the step
+    plain = AlignerTask(_tiny(tmp_path / "plain"), torch.device("cpu"))
+    assert "cross_drivers" not in plain.prepare(batch, 0)
