@@ -1,6 +1,9 @@
 """Colour reference creation (eq. 4-7): region-restricted chunked warp vs the dense masked one.
 
-    python bench/correspondence.py [--crops 256 512] [--batch 1] [--repeats 3]
+    python bench/correspondence.py [--crops 256 512] [--batch 1] [--repeats 3] [--json PATH]
+    python bench/correspondence.py --save-inputs crops.npz     # the two crops and label maps
+    python bench/correspondence.py --inputs crops.npz --crops 512   # no MediaPipe needed
+    python bench/correspondence.py --dry-run                   # 64 px, one repeat, seconds
 
 Feature maps at 1/4 of the crop (64x64 and 128x128), C=64 random channels, tau 0.01, the
 region layout of two real parsed crops (A = dt_woman_D, T = dt_man_E flipped, as F(I_T)) with
@@ -9,7 +12,9 @@ subprocess: peak memory is the rise of the peak RSS (VmHWM, reset through /proc/
 once the inputs are loaded) over the RSS at that point, on a GPU torch.cuda.max_memory_allocated;
 time is the median of ``--repeats`` runs after a first one. "out diff" is the largest absolute
 difference of the two outputs, "grad diff" that of the gradients w.r.t. f_A and f_T (of the
-sum of squared outputs) over the largest gradient.
+sum of squared outputs) over the largest gradient. ``--save-inputs`` writes the two crops and
+their label maps (MediaPipe's, as the table uses) to an .npz that ``--inputs`` reads back, so
+a machine without MediaPipe's runtime (a GPU machine) measures the same layout.
 """
 
 from __future__ import annotations
@@ -70,6 +75,21 @@ def _real_crops(cfg: Config) -> tuple[list[np.ndarray], list[np.ndarray]]:
         rgbs.append(rgb)
         labels.append(parser(rgb, face.landmarks, face.scheme))
     return rgbs, labels
+
+
+def save_inputs(path: Path, rgbs: list[np.ndarray], labels: list[np.ndarray]) -> None:
+    np.savez_compressed(path, rgb_a=rgbs[0], rgb_t=rgbs[1], labels_a=labels[0],
+                        labels_t=labels[1])
+
+
+def load_inputs(path: Path) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """The crops and label maps of :func:`save_inputs` (plain arrays: no pickle)."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return [data["rgb_a"], data["rgb_t"]], [data["labels_a"], data["labels_t"]]
+    except (OSError, KeyError, ValueError) as exc:
+        raise SystemExit(f"{path}: not a --save-inputs file of bench/correspondence.py "
+                         f"({exc})") from None
 
 
 def _inputs(rgbs: list[np.ndarray], labels: list[np.ndarray], crop: int, batch: int,
@@ -171,10 +191,15 @@ def _diffs(got: list[torch.Tensor], want: list[torch.Tensor]) -> tuple[float, fl
 
 
 def main() -> None:
-    args = argparse.ArgumentParser(description=__doc__)
+    args = argparse.ArgumentParser(description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
     args.add_argument("--crops", type=int, nargs="+", default=[256, 512])
     args.add_argument("--batch", type=int, default=1)
     args.add_argument("--repeats", type=int, default=3)
+    args.add_argument("--inputs", type=Path, help="crops and label maps from --save-inputs")
+    args.add_argument("--save-inputs", type=Path, help="write them here and exit")
+    args.add_argument("--dry-run", action="store_true", help="64 px crops, one repeat")
+    args.add_argument("--json", type=Path, help="write the table's figures here")
     args.add_argument("--child", help=argparse.SUPPRESS)
     opts = args.parse_args()
     if opts.child:
@@ -182,15 +207,21 @@ def main() -> None:
         return
     configure_tool_state()
     cfg = load_config(ROOT / "params.yaml")
-    rgbs, labels = _real_crops(cfg)
-    device = "cuda" if torch.cuda.is_available() else f"cpu ({platform.machine()})"
+    rgbs, labels = load_inputs(opts.inputs) if opts.inputs else _real_crops(cfg)
+    if opts.save_inputs:
+        save_inputs(opts.save_inputs, rgbs, labels)
+        return
+    crops, repeats = ([64], 1) if opts.dry_run else (opts.crops, opts.repeats)
+    device = (torch.cuda.get_device_name() if torch.cuda.is_available()
+              else f"cpu ({platform.machine()})")
     print(f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"batch {opts.batch}, C={CHANNELS}, tau={TAU}, chunk 1024 rows\n")
     print("| crop | features | pass | region ms | dense ms | region MiB | dense MiB "
           "| memory ratio | out diff | grad diff |")
     print("|---|---|---|---|---|---|---|---|---|---|")
+    rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for crop in opts.crops:
+        for crop in crops:
             path = Path(tmp) / f"inputs{crop}.pt"
             torch.save(_inputs(rgbs, labels, crop, opts.batch, cfg.masks.dilation), path)
             for pass_ in ("fwd", "fwd+bwd"):
@@ -198,15 +229,27 @@ def main() -> None:
                 for impl in IMPLS:
                     outs[impl] = Path(tmp) / f"{impl}{crop}{pass_}.pt"
                     row[impl] = _case({"inputs": str(path), "outputs": str(outs[impl]),
-                                       "impl": impl, "pass": pass_, "repeats": opts.repeats})
+                                       "impl": impl, "pass": pass_, "repeats": repeats})
                 out_diff, grad_diff = _diffs(*(torch.load(outs[impl]) for impl in IMPLS))
                 region, dense = row["region"], row["dense"]
+                ratio = dense["peak_mib"] / max(region["peak_mib"], 1e-3)
                 grad = "-" if grad_diff is None else f"{grad_diff:.1e}"
                 print(f"| {crop} | {crop // 4}x{crop // 4} | {pass_} | {region['ms']:.0f} "
                       f"| {dense['ms']:.0f} | {region['peak_mib']:.0f} "
-                      f"| {dense['peak_mib']:.0f} "
-                      f"| {dense['peak_mib'] / max(region['peak_mib'], 1e-3):.1f}x "
+                      f"| {dense['peak_mib']:.0f} | {ratio:.1f}x "
                       f"| {out_diff:.1e} | {grad} |", flush=True)
+                rows.append({"crop": crop, "features": crop // 4, "pass": pass_,
+                             "region_ms": region["ms"], "dense_ms": dense["ms"],
+                             "region_peak_mib": region["peak_mib"],
+                             "dense_peak_mib": dense["peak_mib"], "memory_ratio": ratio,
+                             "out_diff": out_diff, "grad_diff": grad_diff})
+    if opts.json:
+        opts.json.parent.mkdir(parents=True, exist_ok=True)
+        opts.json.write_text(json.dumps(
+            {"device": device, "torch": torch.__version__, "threads": torch.get_num_threads(),
+             "batch": opts.batch, "channels": CHANNELS, "tau": TAU, "repeats": repeats,
+             "peak_memory_kind": ("cuda max_memory_allocated" if torch.cuda.is_available()
+                                  else "rise of peak RSS"), "rows": rows}, indent=1) + "\n")
 
 
 if __name__ == "__main__":
