@@ -9,6 +9,7 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+import cv2
 import numpy as np
 from PIL import Image, PngImagePlugin
 
@@ -67,7 +68,23 @@ def png_bytes(image: np.ndarray, source_type: str = "algorithmicMedia", **text: 
     return buf.getvalue()
 
 
+# 8-bit PNG colour types (IHDR) that OpenCV decodes to PIL's array: flag, dimensions
+_CV2_DECODE = {0: (cv2.IMREAD_UNCHANGED, 2), 2: (cv2.IMREAD_COLOR_RGB, 3)}  # grey, RGB
+
+
 def decode_png(data: bytes) -> np.ndarray:
+    """PNG bytes -> the uint8 pixel array PIL gives (HxW grey, HxWx3 RGB, ...).
+
+    8-bit grey and RGB, as the shards' label maps and crops are, go through OpenCV's libpng:
+    1.5-1.7x PIL's speed on a crop, and a writable array without PIL's extra copy (the K-shot
+    loader decodes K+1 of each per episode). Anything else (palette, alpha, 16-bit, a damaged
+    file, what OpenCV would decode to another shape) goes through PIL."""
+    is_png = data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR" and len(data) > 26
+    if is_png and data[24] == 8 and data[25] in _CV2_DECODE:  # IHDR bit depth, colour type
+        flag, ndim = _CV2_DECODE[data[25]]
+        pixels = cv2.imdecode(np.frombuffer(data, np.uint8), flag)
+        if pixels is not None and pixels.ndim == ndim:
+            return pixels
     return np.asarray(Image.open(io.BytesIO(data)))
 
 
