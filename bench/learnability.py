@@ -52,6 +52,7 @@ EXPERIMENT = "heser-learnability"
 # Sized to train in about 15 minutes on a 2-core CPU (docs/BENCHMARKS.md); --set overrides.
 CPU_SETTINGS = {"aligner.size": 64, "aligner.train.batch_size": 8,
                 "aligner.train.steps": 600, "aligner.train.eval_episodes": 8,
+                "aligner.train.episodes_per_video": 48, "aligner.train.workers": 1,
                 "aligner.train.log_every": 25}
 DRY_RUN = {"aligner.size": 32, "aligner.k": 2, "aligner.train.batch_size": 4,
            "aligner.train.steps": 2, "aligner.train.workers": 0, "aligner.train.eval_episodes": 2,
@@ -112,6 +113,9 @@ def main(argv: list[str] | None = None) -> None:
                         "reports/learnability/<name>")
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--dry-run", action="store_true", help="tiny sizes, 2 steps, CPU")
+    parser.add_argument("--measure", type=Path, default=None, metavar="CHECKPOINT",
+                        help="only measure this checkpoint of an earlier check (same --name, "
+                        "--set and --identities); the report goes to <out>/step<N>")
     args = parser.parse_args(argv)
     configure_tool_state()
     with exit_on_error("bench/learnability.py", ValueError):
@@ -122,9 +126,13 @@ def run(args: argparse.Namespace) -> None:
     settings = dict(DRY_RUN if args.dry_run else CPU_SETTINGS)
     overrides = {**settings, **overrides_from_args(args)}
     cfg = base = load_config(args.params, overrides)
-    out = fresh_dir(args.out or cfg.path(cfg.paths.reports) / "learnability" / args.name)
+    out = args.out or cfg.path(cfg.paths.reports) / "learnability" / args.name
     identities = _identities(base, args.identities)
     subset = out / "subset"
+    if args.measure:  # an earlier (or still running) check's checkpoint, its data as it was
+        _measure(cfg, args, identities, overrides, out, args.measure)
+        return
+    fresh_dir(out)
     counts = subset_shards(cfg.path(cfg.paths.shards), identities, args.holdout, subset)
     cfg = with_overrides(cfg, {"paths.shards": str(subset)}, "bench/learnability.py")
     if args.minutes:
@@ -139,19 +147,31 @@ def run(args: argparse.Namespace) -> None:
     train_stage(cfg, AlignerTask, StageOptions(checkpoint=checkpoint, reports=out / "train",
                                                 track=False))
     seconds = time.perf_counter() - start
+    _measure(cfg, args, identities, overrides, out, checkpoint, seconds)
+    checkpoint.unlink()  # a few-minute model of a few people: the figures are what is kept
 
+
+def _measure(cfg: Config, args: argparse.Namespace, identities: tuple[str, ...],
+             overrides: dict, out: Path, checkpoint: Path, seconds: float | None = None) -> None:
+    """Measure ``checkpoint``'s aligner; the report goes to ``out``, or for --measure to
+    ``out``/step<N>."""
+    subset = out / "subset"
+    cfg = with_overrides(cfg, {"paths.shards": str(subset)}, "bench/learnability.py")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     task = AlignerTask(cfg, device)
-    task.generator.load_state_dict(load_checkpoint(checkpoint)["generator"])
+    state = load_checkpoint(checkpoint)
+    task.generator.load_state_dict(state["generator"])
+    if seconds is None:
+        out = out / f"step{state['step']}"
+        out.mkdir(exist_ok=True)
     weights = cfg.path(cfg.paths.weights)
     people = load_people(subset, identities, cfg.aligner.k, 1 if args.dry_run else args.drivers,
                          2 if args.dry_run else 16)
     landmarks = Landmarks(make_face_backend(cfg, weights), cfg.crop.size)
     figures, grid = measure(task, people, load_faceres(weights).to(device), landmarks,
                             weights / LPIPS_WEIGHTS)
-    checkpoint.unlink()  # a few-minute model of four people: the figures are what is kept
-    report = {"identities": list(identities), "overrides": overrides,
-              "steps": cfg.aligner.train.steps, "train_seconds": round(seconds, 1),
+    report = {"identities": list(identities), "overrides": overrides, "steps": state["step"],
+              "train_seconds": None if seconds is None else round(seconds, 1),
               "device": str(device), "figures": figures}
     (out / "learnability.json").write_text(json.dumps(report, indent=2) + "\n")
     save_png(out / "grid.png", grid)
@@ -165,7 +185,8 @@ def _log(cfg: Config, name: str, report: dict, out: Path) -> None:
                        **{k: v for k, v in report["overrides"].items()},
                        "aligner": cfg.aligner.model_dump(mode="json")}, enabled=True)
     tracker.metrics({k: float(v) for k, v in report["figures"].items()}, report["steps"])
-    tracker.metrics({"train_seconds": report["train_seconds"]}, report["steps"])
+    if report["train_seconds"] is not None:
+        tracker.metrics({"train_seconds": report["train_seconds"]}, report["steps"])
     tracker.artifact(out / "grid.png", "samples")
     tracker.artifact(out / "learnability.json", "reports")
     tracker.end()
@@ -173,7 +194,7 @@ def _log(cfg: Config, name: str, report: dict, out: Path) -> None:
 
 def _print(report: dict) -> None:
     f = report["figures"]
-    print(f"\n{report['steps']} steps in {report['train_seconds']:.0f} s on {report['device']}")
+    print(f"\n{report['steps']} steps ({report['train_seconds']} s) on {report['device']}")
     print(f"cross-identity retrieval top-1: FaceRes {f['faceres_cross_top1']:.2f}, dlib (the "
           f"identity loss's network) {f['eid_cross_top1']:.2f}; chance {f['faceres_chance']:.2f}")
     print(f"  cross pairs retrieving the driver instead: FaceRes "
