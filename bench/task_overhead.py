@@ -91,7 +91,7 @@ def main() -> None:
             **common, "flow.root": str(root), "flow.rows_per_task": rows_per_task})
         total = time.perf_counter() - start
         counts = (result["done"], result["skipped"], result["rejected"])
-        tasks = -(-result["rows"] // rows_per_task)
+        tasks = result["tasks"]
         results.append((kind, rows_per_task, tasks, result["process_seconds"], counts,
                         database.stat().st_size / 2**20, total - result["process_seconds"]))
         print(results[-1], flush=True)

@@ -1,10 +1,11 @@
 """The Prefect flow `preprocess`: download -> crop -> parse per manifest row on Ray, then shards.
 
-Each batch of ``flow.rows_per_task`` rows is one Prefect task run on a Ray worker (prefect-ray's
-RayTaskRunner), calling the same heser functions as the DVC stages (heser.preprocess.resumable
-wraps crop_item and parse_item). Rows whose outputs are up to date are skipped; a failing row is
-retried, then reported. With ``ray.address`` set the tasks run on that cluster; a task lost with
-its node is run again elsewhere, and its completion records say which nodes tried each row.
+Each batch of at most ``flow.rows_per_task`` rows is one Prefect task run on a Ray worker
+(prefect-ray's RayTaskRunner), longest rows first, calling the same heser functions as the DVC
+stages (heser.preprocess.resumable wraps crop_item and parse_item). Rows whose outputs are up to
+date are skipped; a failing row is retried, then reported. With ``ray.address`` set the tasks
+run on that cluster; a task lost with its node is run again elsewhere, and its completion records
+say which nodes tried each row.
 
     python pipelines/preprocess.py serve     # register deployment preprocess/preprocess, run it
     python pipelines/preprocess.py run [--manifest M] [--set KEY=VALUE ...]   # one run, here
@@ -18,16 +19,19 @@ from __future__ import annotations
 import argparse
 import time
 import uuid
+from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from queue import SimpleQueue
 from typing import Any, NamedTuple
 
+import ray
 from prefect import flow, get_run_logger, serve, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.deployments.runner import RunnerDeployment
-from prefect.futures import PrefectFuture, as_completed
+from prefect.futures import PrefectFuture
 from prefect_ray import RayTaskRunner
 from prefect_ray.context import remote_options
 
@@ -47,13 +51,14 @@ from heser.preprocess.resumable import (
     VideoJob,
     VideoOutcome,
     after_failure,
-    batches,
     fetch_weights,
     finish,
     flow_config,
+    longest_first,
     plan,
     process_batch,
     summary_markdown,
+    take_batch,
     tally,
 )
 from heser.rejects import Reject
@@ -63,11 +68,14 @@ DEPLOYMENT = "preprocess"
 
 class Processed(NamedTuple):
     """What the per-row subflow hands back: the planned rows, the manifest's bad rows, each
-    row's outcome, and the seconds from the first task submitted to the last one finished."""
+    row's outcome, how many tasks ran them, the wall-clock time (Unix) of the first task
+    submitted, and the seconds from then to the last one finished."""
 
     jobs: list[VideoJob]
     manifest_rejects: list[Reject]
     outcomes: list[VideoOutcome]
+    tasks: int
+    started: float
     seconds: float
 
 
@@ -82,30 +90,47 @@ preprocess_rows = task(process_batch, name="preprocess-video", task_run_name="{b
 # manifest's path, not its rows): Prefect refuses flow runs with over 512 KB of parameters.
 @flow(name="preprocess-videos", validate_parameters=False)
 def preprocess_videos(manifest: Path, cfg: Config, run_id: str) -> Processed:
-    """Plan the manifest's rows and run one task per batch of them on the Ray task runner."""
+    """Plan the manifest's rows and run them as tasks on the Ray task runner, longest rows
+    first, in batches that shrink towards the end (``take_batch``). Only twice as many tasks
+    as Ray has workers are submitted at a time: Ray starts queued tasks in no particular order,
+    so this keeps the order, and the driver holds a bounded number of futures."""
     logger = get_run_logger()
     jobs, manifest_rejects = plan(cfg, manifest)
     logger.info(f"{len(jobs)} rows to preprocess into {cfg.path(cfg.flow.root)}; "
                 f"{len(manifest_rejects)} manifest rows rejected")
-    start = time.perf_counter()
+    started, start = time.time(), time.perf_counter()
     rows_task = preprocess_rows.with_options(retries=cfg.flow.retries,
                                              retry_delay_seconds=cfg.flow.retry_delay_s)
+    pending = deque(longest_first(jobs))
+    running: dict[PrefectFuture, RowBatch] = {}
+    finished: SimpleQueue[PrefectFuture] = SimpleQueue()
+    outcomes: list[VideoOutcome] = []
+    tasks, every = 0, max(1, len(jobs) // 20)
     # max_retries: Ray re-runs a task whose worker process or node died (Prefect never saw it
     # fail); the rows it had finished are found up to date.
     with remote_options(num_cpus=cfg.flow.cpus_per_task, max_retries=cfg.flow.retries):
-        futures = {rows_task.submit(batch, cfg, run_id): batch
-                   for batch in batches(jobs, cfg.flow.rows_per_task)}
-    outcomes: list[VideoOutcome] = []
-    every = max(1, len(jobs) // 20)
-    for future in as_completed(list(futures)):
-        before = len(outcomes)
-        outcomes += _outcomes(future, futures[future], cfg, run_id)
-        if len(outcomes) // every > before // every or len(outcomes) == len(jobs):
-            counts = tally(outcomes)
-            logger.info(f"{len(outcomes)}/{len(jobs)} rows: done {counts['done']}, "
-                        f"skipped {counts['skipped']}, rejected {counts['rejected']}")
+        while pending or running:
+            workers = _ray_workers(cfg)
+            while pending and len(running) < 2 * workers:
+                batch = take_batch(pending, cfg.flow.rows_per_task, workers)
+                future = rows_task.submit(batch, cfg, run_id)
+                future.add_done_callback(finished.put)
+                running[future], tasks = batch, tasks + 1
+            future = finished.get()
+            before = len(outcomes)
+            outcomes += _outcomes(future, running.pop(future), cfg, run_id)
+            if len(outcomes) // every > before // every or len(outcomes) == len(jobs):
+                counts = tally(outcomes)
+                logger.info(f"{len(outcomes)}/{len(jobs)} rows: done {counts['done']}, "
+                            f"skipped {counts['skipped']}, rejected {counts['rejected']}")
     outcomes.sort(key=lambda outcome: outcome.key)
-    return Processed(jobs, manifest_rejects, outcomes, time.perf_counter() - start)
+    return Processed(jobs, manifest_rejects, outcomes, tasks, started,
+                     time.perf_counter() - start)
+
+
+def _ray_workers(cfg: Config) -> int:
+    """How many tasks Ray can run at once now (nodes may join or be lost during a run)."""
+    return max(1, int(ray.cluster_resources().get("CPU", 0) // cfg.flow.cpus_per_task))
 
 
 def _outcomes(future: PrefectFuture, batch: RowBatch, cfg: Config,
@@ -130,14 +155,15 @@ def preprocess(manifest: str | None = None, params: str | None = None,
     fetch_weights(cfg)
     runner = RayTaskRunner(init_kwargs=ray_init_kwargs(cfg.ray))
     run_id = uuid.uuid4().hex  # names this run in the completion records
-    jobs, manifest_rejects, outcomes, seconds = preprocess_videos.with_options(
+    jobs, manifest_rejects, outcomes, tasks, started, seconds = preprocess_videos.with_options(
         task_runner=runner)(cfg.path(manifest or cfg.assets.data_manifest), cfg, run_id)
     metrics = finish(cfg, jobs, outcomes, manifest_rejects)
     create_markdown_artifact(key="preprocess-summary", markdown=summary_markdown(outcomes, metrics),
                              description="Rows done / skipped / rejected, samples per split")
     counts = tally(outcomes)
     logger.info(f"finished: {counts}; samples {metrics['samples']}")
-    return {**counts, "rows": len(jobs), "process_seconds": seconds, "metrics": metrics}
+    return {**counts, "rows": len(jobs), "tasks": tasks, "process_started": started,
+            "process_seconds": seconds, "metrics": metrics}
 
 
 ENTRYPOINT = "pipelines.preprocess:preprocess"

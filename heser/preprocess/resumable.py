@@ -1,7 +1,8 @@
 """Preprocess manifest rows end to end (fetch -> crop -> parse), resumably.
 
 The Prefect flow (pipelines/preprocess.py) runs ``process_batch`` as one Ray task per batch of
-``flow.rows_per_task`` rows, with the same crop and parse functions as the DVC stages. Each
+at most ``flow.rows_per_task`` rows (``take_batch``: longest rows first, batches that shrink
+towards the end of the run), with the same crop and parse functions as the DVC stages. Each
 finished row leaves a completion record, ``<root>/done/<video_key>.json``, written last and
 atomically, holding the input's sha256, the fingerprint of every parameter that shapes the
 outputs, the flow run that made it and the Ray node of every attempt at it. A rerun skips rows
@@ -13,8 +14,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import time
+from collections import deque
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -133,9 +136,25 @@ def fetch_weights(cfg: Config) -> int:
     return len(fetched)
 
 
-def batches(jobs: list[VideoJob], rows_per_task: int) -> list[RowBatch]:
-    return [RowBatch(tuple(jobs[i:i + rows_per_task]))
-            for i in range(0, len(jobs), rows_per_task)]
+def longest_first(jobs: list[VideoJob]) -> list[VideoJob]:
+    """The rows by decreasing expected work, so that a run ends on short rows and its workers
+    finish together (longest processing time first). Known before anything is fetched: videos
+    (up to ``crop.video.max_frames`` samples each) before photos (one), then larger files first
+    (the manifest's ``bytes``; rows without it last of their kind)."""
+    def expected_work(job: VideoJob) -> tuple[bool, int]:  # ascending: videos, then big files
+        video = job.row.kind == "video" or is_video(Path(job.row.file))
+        return not video, -(job.row.bytes or 0)
+
+    return sorted(jobs, key=expected_work)
+
+
+def take_batch(pending: deque[VideoJob], most: int, workers: int) -> RowBatch:
+    """The next task's rows, from the front of ``pending``: a share of what is left that
+    shrinks as the run goes on (guided self-scheduling), never more than ``most``. Large tasks
+    save per-task overhead while there is plenty of work; the last tasks are single rows, so
+    no worker is left with a long task while the others idle."""
+    size = min(most, max(1, math.ceil(len(pending) / (2 * workers))))
+    return RowBatch(tuple(pending.popleft() for _ in range(min(size, len(pending)))))
 
 
 def process_batch(batch: RowBatch, cfg: Config, run_id: str) -> list[VideoOutcome]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from collections import deque
 from pathlib import Path
 
 import pytest
@@ -10,16 +11,18 @@ from PIL import Image
 
 from heser.config import Config, ConfigError
 from heser.preprocess.resumable import (
+    RowBatch,
     RowsFailed,
     after_failure,
-    batches,
     failed_outcome,
     fetch_weights,
     flow_config,
+    longest_first,
     plan,
     process_batch,
     process_video,
     summary_markdown,
+    take_batch,
 )
 from tests.conftest import make_config, sample_path, write_manifest
 
@@ -112,15 +115,25 @@ def test_summary_lists_counts_splits_and_rejected_rows(flow_cfg: Config, tmp_pat
     assert "| images/st_woman_B_happy1.png | failed after 3 attempts: a/b |" in text
 
 
-def test_batches_keep_the_rows_in_order_and_name_their_task(flow_cfg: Config, tmp_path: Path):
+def test_rows_go_longest_first_in_batches_that_shrink_to_single_rows(flow_cfg: Config,
+                                                                     tmp_path: Path):
+    """Videos before photos, larger files first; a task takes a share of what is left (at most
+    rows_per_task), so the run ends on single short rows."""
     names = ["dt_man_E_crop256.png", "dt_woman_D_crop256.png", "dt_woman_F_crop256.png",
              "st_woman_B_happy1.png", "st_woman_C_people_0.png"]
     rows = [(f"images/{name}", f"person{i}") for i, name in enumerate(names)]
+    rows += [("videos/mead_M030_front_sad_level3_001.mp4", "M030"), VIDEO]
     jobs, _ = plan(flow_cfg, write_manifest(tmp_path / "m.csv", rows))
-    split = batches(jobs, 2)
-    assert [len(batch.jobs) for batch in split] == [2, 2, 1]
-    assert [job for batch in split for job in batch.jobs] == jobs
-    assert split[0].name == f"{jobs[0].key} +1" and split[2].name == jobs[4].key
+    ordered = longest_first(jobs)
+    assert [job.row.file for job in ordered[:2]] == [VIDEO[0], rows[5][0]]
+    photo_bytes = [job.row.bytes for job in ordered[2:]]
+    assert photo_bytes == sorted(photo_bytes, reverse=True)
+    pending = deque(ordered)
+    split = [take_batch(pending, 3, workers=1) for _ in range(4)]
+    assert [len(batch.jobs) for batch in split] == [3, 2, 1, 1]  # ceil(7/2), capped; 4/2; ...
+    assert [job for batch in split for job in batch.jobs] == ordered and not pending
+    assert split[0].name == f"{ordered[0].key} +2" and split[3].name == ordered[6].key
+    assert len(take_batch(deque(ordered), 1, workers=1).jobs) == 1
 
 
 def test_a_failing_row_fails_its_batch_after_the_others_finished(flow_cfg: Config,
@@ -131,7 +144,7 @@ def test_a_failing_row_fails_its_batch_after_the_others_finished(flow_cfg: Confi
            "", ""]
     manifest = write_manifest(tmp_path / "m.csv", [(IMAGE[0], "first")], extra=[bad])
     (good, failing), _ = plan(flow_cfg, manifest)
-    (batch,) = batches([failing, good], 2)
+    batch = RowBatch((failing, good))
     with pytest.raises(RowsFailed, match="dt_man_E_crop256.png: .*sha256"):
         process_batch(batch, flow_cfg, "run-1")
     recovered = after_failure(good, flow_cfg, "run-1", "failed after 2 attempts")
