@@ -13,9 +13,9 @@ which random labels would not have.
 The trainer (heser.train.gan) runs bf16 autocast and channels_last on a GPU and neither on a
 CPU; ``--bf16``/``--no-bf16`` and ``--channels-last``/``--no-channels-last`` override that for
 the measurement, ``--compile`` wraps the generator and the discriminator in torch.compile.
-FLOPs per step are counted once, on an eager step before the timed ones, with
-torch.utils.flop_counter's formulas (matrix products and convolutions, forward and backward); MFU is
-FLOP/s over ``--peak-tflops`` (the device's dense bf16 rate), on a GPU only.
+On a GPU and in a dry run, the FLOPs of a step are counted once, on an eager step before the
+timed ones, with torch.utils.flop_counter's formulas (matrix products and convolutions, forward
+and backward); MFU is FLOP/s over ``--peak-tflops`` (the device's dense bf16 rate), GPU only.
 """
 
 from __future__ import annotations
@@ -122,15 +122,18 @@ def _sync(device: torch.device) -> None:
 
 
 def measure(cfg, model: str, steps: int, warmup: int, bf16: bool | None,
-            channels_last: bool | None, compile_nets: bool, peak_tflops: float) -> dict:
-    """The figures of ``steps`` timed training steps after ``warmup`` untimed ones."""
+            channels_last: bool | None, compile_nets: bool, peak_tflops: float,
+            count_flops: bool) -> dict:
+    """The figures of ``steps`` timed training steps after ``warmup`` untimed ones; the FLOPs
+    per step (one more, eager step) if ``count_flops``."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     section = cfg.aligner if model == "aligner" else cfg.blender
     task = (AlignerTask if model == "aligner" else BlenderTask)(cfg, device)
     trainer = GanTrainer(task, section.train, DistInfo(0, 1, device))
     bf16, channels_last = configure(trainer, bf16, channels_last, compile_nets=False)
     batch = _batch(cfg, model, section.train.batch_size, cfg.crop.size)
-    flops = step_flops(trainer, batch)  # eager: the counter does not see inside compiled code
+    # eager: the counter does not see inside compiled code
+    flops = step_flops(trainer, batch) if count_flops else None
     configure(trainer, bf16, channels_last, compile_nets)
     compile_start = time.perf_counter()
     for _ in range(warmup):
@@ -162,8 +165,8 @@ def measure(cfg, model: str, steps: int, warmup: int, bf16: bool | None,
         "peak_memory_gib": (torch.cuda.max_memory_allocated() if on_gpu else
                             resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024) / 2**30,
         "peak_memory_kind": "cuda max_memory_allocated" if on_gpu else "peak RSS",
-        "tflop_per_step": flops / 1e12,
-        "mfu": flops / seconds / (peak_tflops * 1e12) if on_gpu else None,
+        "tflop_per_step": None if flops is None else flops / 1e12,
+        "mfu": flops / seconds / (peak_tflops * 1e12) if on_gpu and flops else None,
         "peak_tflops": peak_tflops,
     }
 
@@ -171,6 +174,7 @@ def measure(cfg, model: str, steps: int, warmup: int, bf16: bool | None,
 def summary(r: dict) -> str:
     what = (f"I_A {r['size']} px, K={r['k']}" if r["model"] == "aligner" else
             f"I_B {r['size']} px")
+    flops = "" if r["tflop_per_step"] is None else f"; {r['tflop_per_step']:.3f} TFLOP/step"
     mfu = "" if r["mfu"] is None else f", MFU {r['mfu']:.1%}"
     return (f"{r['model']}: {r['device']}, profile {r['profile']}, {what}, from {r['crop']} px "
             f"crops, batch {r['batch']}, perceptual {r['perceptual']}, bf16 {r['bf16']}, "
@@ -179,7 +183,7 @@ def summary(r: dict) -> str:
             # bench/kshot_loader.py reads "step N ms, X episodes/s" off this line
             f"step {r['step_ms']:.0f} ms, {r['episodes_per_s']:.2f} episodes/s, "
             f"{r['frames_per_s']:.1f} frames/s; CPU time {r['cpu_ms_per_step']:.0f} ms/step (all "
-            f"threads); {r['tflop_per_step']:.3f} TFLOP/step{mfu}; {r['peak_memory_kind']} "
+            f"threads){flops}{mfu}; {r['peak_memory_kind']} "
             f"{r['peak_memory_gib']:.2f} GiB; warm-up {r['warmup_s']:.1f} s")
 
 
@@ -207,8 +211,9 @@ def main() -> None:
                  **dict(parse_override(s) for s in opts.set)}
     cfg = load_config("params.yaml", overrides)
     steps, warmup = (1, 1) if opts.dry_run else (opts.steps, opts.warmup)
+    on_gpu = torch.cuda.is_available()
     result = measure(cfg, opts.model, steps, warmup, opts.bf16, opts.channels_last,
-                     opts.compile, opts.peak_tflops)
+                     opts.compile, opts.peak_tflops, count_flops=on_gpu or opts.dry_run)
     print(summary(result), flush=True)
     if opts.json:
         opts.json.parent.mkdir(parents=True, exist_ok=True)

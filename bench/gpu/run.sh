@@ -93,11 +93,12 @@ part swap 120 $PY bench/swap.py --model-only --frames 50 "${PAPER[@]}" "${DRYFLA
   --json "$WORK/parts/swap.json"
 # (e) the K-shot loader at 128 and 512 against the steps of (a)
 if [ -f bench/kshot_loader.py ]; then
-  STEPS=()
+  STEPS=()  # the paper profile's steps from (a); without them, the loader alone
   for model in aligner blender; do
     rate=$(episodes "train_$model")
-    [ -n "$rate" ] && [ $DRY = 0 ] && STEPS+=(--step "$model:paper=$rate")
+    if [ -n "$rate" ]; then STEPS+=(--step "$model:paper=$rate"); else STEPS=(--no-step); break; fi
   done
+  [ $DRY = 1 ] && STEPS=()
   part kshot_loader 150 $PY bench/kshot_loader.py --shards "$SHARDS" --workers 0 4 8 \
     --seconds 5 "${STEPS[@]}" "${DRYFLAG[@]}" --json "$WORK/parts/kshot_loader.json"
 else
@@ -127,6 +128,7 @@ else
   if [ $DRY = 1 ]; then LEARN=(--dry-run); else LEARN=(--set aligner.size=256 --minutes 5); fi
   part learnability 480 $PY bench/learnability.py --identities all \
     --set "paths.shards=$SHARDS" "${LEARN[@]}" --name gpu --out "$WORK/learnability"
+  cp "$WORK/learnability/learnability.json" "$WORK/parts/" 2>/dev/null
   cp "$WORK/learnability/learnability.json" "$OUT/" 2>/dev/null
   cp "$WORK/learnability/grid.png" "$OUT/learnability_grid.png" 2>/dev/null
 fi
