@@ -20,10 +20,14 @@ between its rows (Prefect task run bookkeeping, Ray dispatch), "idle at end" the
 last row (load imbalance, the driver collecting the last result). The prediction list-schedules
 the 1-worker run's row times, in submission order, on n workers with the 1-worker run's
 start-up and gap per row: what the efficiency would be with no contention between workers.
+"+ others' CPU" adds the CPU that the driver, the Prefect server and Ray's own processes used
+in the 1-worker run (where they had a free core), divided by n, once there are as many workers
+as cores: then they take it from the workers.
 
 ``--results FILE`` appends each setting's measurement to FILE (JSON lines) and reports every
 setting in it, so that settings measured one per run (``--workers 1``, then ``--workers 2``)
-make one table; the first line is the 1-worker baseline.
+make one table; the first line is the 1-worker baseline. ``--workers`` with no number runs
+nothing and reports FILE.
 """
 
 from __future__ import annotations
@@ -180,7 +184,7 @@ def _model_load_seconds(cfg: Config) -> float:
 
 def main() -> None:
     args = argparse.ArgumentParser(description=__doc__)
-    args.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    args.add_argument("--workers", type=int, nargs="*", default=[1, 2])
     args.add_argument("--rows", type=int, default=24)
     args.add_argument("--nodes", action="store_true",
                       help="one single-CPU Ray node per worker instead of one local Ray")
@@ -189,12 +193,22 @@ def main() -> None:
     args.add_argument("--results", type=Path,
                       help="append each setting to this JSON-lines file and report all in it")
     opts = args.parse_args()
-    # Ray starts its workers at niceness 15 (below the driver); at 0 they keep their share of a
-    # CPU shared with other jobs at nice 19, as on the dev machine.
-    os.environ.setdefault("RAY_worker_niceness", "0")
     configure_tool_state()
     overrides = dict(parse_override(s) for s in opts.set)
     cfg = load_config(ROOT / "params.yaml", overrides)
+    settings = _measure(opts, overrides) if opts.workers else []
+    if opts.results:
+        settings = [Setting.from_json(line) for line in opts.results.read_text().splitlines()]
+    _report(opts, cfg, settings, _model_load_seconds(cfg))
+
+
+def _measure(opts: argparse.Namespace, overrides: dict) -> list[Setting]:
+    """Run the flow once per ``--workers`` setting; append each to ``--results``."""
+    # Ray starts its workers at niceness 15 (below the driver); at 0 they keep their share of a
+    # CPU shared with other jobs at nice 19, as on the dev machine.
+    os.environ.setdefault("RAY_worker_niceness", "0")
+    # A new server database is migrated first: more than the default 20 s on a busy machine.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
     settings: list[Setting] = []
     sampler = CpuSampler()
     sampler.start()
@@ -210,19 +224,16 @@ def main() -> None:
                 result = preprocess(str(manifest), overrides={
                     **overrides, "flow.root": str(root), **where})
                 total = time.perf_counter() - start
+            phase = (result["process_started"], result["process_started"]
+                     + result["process_seconds"])
             settings.append(Setting(workers, result["rows"], result["tasks"],
                                     result["metrics"]["total_samples"],
                                     result["process_seconds"], total, _timeline(root),
-                                    result["process_started"]))
-            phase = (result["process_started"], result["process_started"] + settings[-1].seconds)
-            settings[-1].cpu.update(sampler.window(*phase))
+                                    result["process_started"], sampler.window(*phase)))
             if opts.results:
                 with open(opts.results, "a") as fh:
                     fh.write(json.dumps(asdict(settings[-1])) + "\n")
-    if opts.results:
-        settings = [Setting.from_json(line) for line in opts.results.read_text().splitlines()]
-    model_load = _model_load_seconds(cfg)
-    _report(opts, cfg, settings, model_load)
+    return settings
 
 
 def _report(opts: argparse.Namespace, cfg: Config, settings: list[Setting],
@@ -243,18 +254,21 @@ def _report(opts: argparse.Namespace, cfg: Config, settings: list[Setting],
     print(f"\nWorker-seconds of the phase (workers x seconds); building the detector and parser "
           f"once takes {model_load:.1f} s here (in each worker's first row)")
     print("| Ray workers | worker-s | rows | start-up | between rows | idle at end "
-          "| processes | predicted s (efficiency) |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+          "| processes | predicted s (efficiency) | + others' CPU |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     one = settings[0]
+    others = sum(cpu for kind, cpu in one.cpu.items() if kind != "Ray workers")
     submitted = [row.key for row in one.timeline]  # the order one worker took them in
     for s in settings:
         split = _split(s)
         share = s.workers * s.seconds
         cells = " | ".join(f"{split[k]:.1f} ({split[k] / share:.0%})"
                            for k in ("rows", "start-up", "between rows", "idle at end"))
-        predicted = _predicted_seconds(one, s.workers, submitted)
+        alone = _predicted_seconds(one, s.workers, submitted)
+        shared = alone + (others / s.workers if s.workers >= (os.cpu_count() or 1) else 0.0)
         print(f"| {s.workers} | {share:.1f} | {cells} | {split['processes']} | "
-              f"{predicted:.1f} ({one.seconds / (s.workers * predicted):.2f}) |")
+              f"{alone:.1f} ({one.seconds / (s.workers * alone):.2f}) | "
+              f"{shared:.1f} ({one.seconds / (s.workers * shared):.2f}) |")
     kinds = ("Ray workers", "driver", "Prefect server", "Ray system")
     print(f"\nCPU seconds used in the phase, by process ({os.cpu_count()} cores)")
     print("| Ray workers | phase s | " + " | ".join(kinds) + " | all / phase s |")
