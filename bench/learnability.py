@@ -113,6 +113,8 @@ def main(argv: list[str] | None = None) -> None:
                         "reports/learnability/<name>")
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--dry-run", action="store_true", help="tiny sizes, 2 steps, CPU")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue an interrupted check from <out>/aligner.pt (same settings)")
     parser.add_argument("--measure", type=Path, default=None, metavar="CHECKPOINT",
                         help="only measure this checkpoint of an earlier check (same --name, "
                         "--set and --identities); the report goes to <out>/step<N>")
@@ -132,7 +134,9 @@ def run(args: argparse.Namespace) -> None:
     if args.measure:  # an earlier (or still running) check's checkpoint, its data as it was
         _measure(cfg, args, identities, overrides, out, args.measure)
         return
-    fresh_dir(out)
+    checkpoint = out / "aligner.pt"
+    if not (args.resume and checkpoint.exists()):
+        fresh_dir(out)
     counts = subset_shards(cfg.path(cfg.paths.shards), identities, args.holdout, subset)
     cfg = with_overrides(cfg, {"paths.shards": str(subset)}, "bench/learnability.py")
     if args.minutes:
@@ -143,7 +147,6 @@ def run(args: argparse.Namespace) -> None:
           f"{cfg.aligner.size} px", flush=True)
 
     start = time.perf_counter()
-    checkpoint = out / "aligner.pt"
     train_stage(cfg, AlignerTask, StageOptions(checkpoint=checkpoint, reports=out / "train",
                                                 track=False))
     seconds = time.perf_counter() - start

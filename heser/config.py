@@ -226,6 +226,7 @@ class Aligner(_Strict):
     pose: MotionNet
     expression: ExpressionNet
     mlp_hidden: int = Field(ge=8)
+    mlp_spectral_norm: bool
     generator: GeneratorNet
     discriminator: ChannelWidths
     augment: PoseAugment

@@ -30,7 +30,8 @@ class Head2HeadAligner(nn.Module):
         self.generator = StyleGenerator(cfg.size, cfg.generator.start_size,
                                         cfg.generator.base_channels, cfg.generator.max_channels)
         code_dim = por.dim + identity_dim + cfg.pose.dim + cfg.expression.dim
-        self.mlp = AdaINMLP(code_dim, cfg.mlp_hidden, self.generator.n_params)
+        self.mlp = AdaINMLP(code_dim, cfg.mlp_hidden, self.generator.n_params,
+                            cfg.mlp_spectral_norm)
 
     def source_code(self, sources: Tensor, identity_codes: Tensor) -> Tensor:
         """[e_por, e_id] averaged over the K sources (eq. 1): sources [B, K, 3, H, W],

@@ -43,13 +43,14 @@ class StyleGenerator(nn.Module):
 
 
 class AdaINMLP(nn.Module):
-    """The 2-layer spectral-norm MLP (hidden 768 in the paper) from [e_por, e_id, e_pose, e_exp]
-    to the generator's AdaIN parameters."""
+    """The 2-layer MLP (hidden 768 in the paper) from [e_por, e_id, e_pose, e_exp] to the
+    generator's AdaIN parameters; spectral-normalised as in the paper unless ``spectral`` is
+    False."""
 
-    def __init__(self, in_dim: int, hidden: int, out_dim: int):
+    def __init__(self, in_dim: int, hidden: int, out_dim: int, spectral: bool = True):
         super().__init__()
-        self.net = nn.Sequential(sn(nn.Linear(in_dim, hidden)), nn.ReLU(inplace=True),
-                                 sn(nn.Linear(hidden, out_dim)))
+        self.net = nn.Sequential(sn(nn.Linear(in_dim, hidden), spectral), nn.ReLU(inplace=True),
+                                 sn(nn.Linear(hidden, out_dim), spectral))
 
     def forward(self, codes: Tensor) -> Tensor:
         return self.net(codes)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch.nn.utils import parametrize
 
 from heser.nets.aligner import Head2HeadAligner
 from heser.nets.discriminator import Discriminator
-from heser.nets.generator import StyleGenerator
+from heser.nets.generator import AdaINMLP, StyleGenerator
 from heser.nets.motion_encoder import MotionEncoder
 from heser.nets.portrait_encoder import PortraitEncoder
 from tests.conftest import PARAMS
@@ -53,6 +54,27 @@ def test_source_code_averages_the_k_shots(aligner):
         reordered = aligner.source_code(sources.flip(1), ids.flip(1))
         torch.testing.assert_close(aligner.source_code(sources, ids), reordered)
     aligner.train()
+
+
+def test_source_index_animates_a_source_set_per_driver(aligner):
+    sources, ids, pose, expression = _inputs()
+    aligner.eval()
+    with torch.no_grad():
+        both = aligner(sources, ids, torch.cat([pose, pose]), torch.cat([expression, expression]),
+                       torch.tensor([0, 1, 1, 0]))
+        plain = aligner(sources, ids, pose, expression)
+        swapped = aligner(sources.flip(0), ids.flip(0), pose, expression)
+    aligner.train()
+    torch.testing.assert_close(both[:2], plain)
+    torch.testing.assert_close(both[2:], swapped)  # source sets 1, 0 with drivers 0, 1
+
+
+def test_mlp_spectral_norm_is_a_choice():
+    def parametrized(spectral: bool) -> bool:
+        mlp = AdaINMLP(8, 16, 4, spectral)
+        return any(parametrize.is_parametrized(layer) for layer in mlp.net)
+
+    assert parametrized(True) and not parametrized(False)
 
 
 def test_encoders_give_their_code_sizes():
