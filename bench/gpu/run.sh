@@ -119,7 +119,7 @@ need = [weights / LPIPS_WEIGHTS, weights / 'human_models/faceres.bin',
 gone = [str(p) for p in need if not p.exists()]
 if importlib.util.find_spec('ai_edge_litert') is None:
     gone.append('ai-edge-litert')
-print(', '.join(gone))")
+print(', '.join(gone))") || MISSING="its inputs (the check failed)"
 if [ ! -f bench/learnability.py ]; then
   skip learnability "bench/learnability.py not there"
 elif [ -n "$MISSING" ]; then
