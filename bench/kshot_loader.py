@@ -20,7 +20,8 @@ crops are smoother than real 512 px crops, so their PNGs are smaller and may dec
 faster than real ones.
 
 Step consumption is batch_size / step time from bench/train_step.py (measured in a subprocess
-on this machine's device, unless ``--step MODEL:PROFILE=EPISODES_PER_S`` gives it).
+on this machine's device, unless ``--step MODEL:PROFILE=EPISODES_PER_S`` gives it: on a CPU a
+paper-profile step takes minutes, so give it there). --dry-run measures no step.
 """
 
 from __future__ import annotations
@@ -221,8 +222,8 @@ def main() -> None:
     args.add_argument("--step", type=parse_step_option, action="append", default=[],
                       metavar="MODEL:PROFILE=EPISODES_PER_S", help="a step figure, not measured")
     args.add_argument("--no-step", action="store_true", help="measure the loader only")
-    args.add_argument("--step-warmup", type=int, default=2)
-    args.add_argument("--step-steps", type=int, default=4)
+    args.add_argument("--step-warmup", type=int, default=1)
+    args.add_argument("--step-steps", type=int, default=3)
     args.add_argument("--json", type=Path, default=None, help="write the figures here")
     args.add_argument("--dry-run", action="store_true",
                       help="tiny: 3 videos at 32/64 px crops, workers 0 1, one pass, no step")

@@ -19,6 +19,8 @@ from heser.data import kshot
 from heser.data.kshot import KShotEpisodes, plan_videos
 from heser.data.shards import decode_sample, read_tar, tar_writer
 from heser.face.labels import Region
+from heser.imaging import from_uint8
+from heser.io import png_bytes
 from tests.conftest import make_config, preprocess_sample, write_manifest
 
 FILES = [
@@ -194,3 +196,13 @@ def test_a_shard_missing_an_indexed_sample_fails_clearly(shard_dir: Path, tmp_pa
     k = len(video.keys) - 1  # every frame of the video is drawn, the lost one too
     with pytest.raises(ValueError, match=f"{video.shards[0]} lacks 1 .*{lost}.*rebuild"):
         list(KShotEpisodes(broken, "train", k))
+
+
+def test_crops_convert_bitwise_as_from_uint8_and_mixed_sizes_fail(shard_dir: Path):
+    samples = [s for tar in sorted(shard_dir.glob("*.tar")) for s in read_tar(tar)][:3]
+    images = kshot._images(samples)
+    expected = torch.stack([from_uint8(decode_sample(s)["img"]) for s in samples])
+    assert images.is_contiguous() and torch.equal(images, expected)
+    small = {**samples[1], "img.png": png_bytes(decode_sample(samples[1])["img"][:-2])}
+    with pytest.raises(ValueError, match=samples[1]["__key__"]):
+        kshot._images([samples[0], small])
