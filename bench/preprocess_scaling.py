@@ -45,6 +45,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import psutil
+from prefect.settings import PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS, temporary_settings
 
 from heser.cluster import LocalCluster
 from heser.config import Config, load_config, parse_override
@@ -207,12 +208,12 @@ def _measure(opts: argparse.Namespace, overrides: dict) -> list[Setting]:
     # Ray starts its workers at niceness 15 (below the driver); at 0 they keep their share of a
     # CPU shared with other jobs at nice 19, as on the dev machine.
     os.environ.setdefault("RAY_worker_niceness", "0")
-    # A new server database is migrated first: more than the default 20 s on a busy machine.
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
     settings: list[Setting] = []
     sampler = CpuSampler()
     sampler.start()
-    with tempfile.TemporaryDirectory(prefix="heser-scaling-") as tmp, api_server():
+    # A new server database is migrated first: more than the default 20 s on a busy machine.
+    with (temporary_settings({PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS: 180}),
+          tempfile.TemporaryDirectory(prefix="heser-scaling-") as tmp, api_server()):
         manifest = _manifest(opts.rows, Path(tmp) / "manifest.csv")
         for workers in opts.workers:
             root = Path(tmp) / f"w{workers}"
