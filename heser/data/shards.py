@@ -10,12 +10,15 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-import webdataset as wds
 
 from heser.io import atomic_path, decode_npy, decode_png
+
+if TYPE_CHECKING:
+    import webdataset as wds
 
 INDEX_NAME = "index.parquet"
 # Fixed member timestamps: the same samples give byte-identical tars, so DVC sees no change
@@ -30,6 +33,10 @@ INDEX_SCHEMA = pa.schema([
 
 
 def tar_writer(path: Path) -> wds.TarWriter:
+    # Imported here: webdataset imports torch (seconds of CPU), which a preprocessing worker
+    # that only writes and reads tars never needs.
+    import webdataset as wds
+
     return wds.TarWriter(str(path), mtime=TAR_MTIME)
 
 
@@ -38,6 +45,8 @@ def read_tar(path: Path) -> Iterator[dict[str, bytes]]:
 
     No node or worker splitting: WebDataset's defaults would hand the one tar to a single
     DataLoader worker (the others get nothing) and refuse to run under torchrun."""
+    import webdataset as wds  # as in tar_writer
+
     for sample in wds.WebDataset(str(path), shardshuffle=False, empty_check=False,
                                  nodesplitter=None, workersplitter=None):
         yield {k: v for k, v in sample.items() if k != "__url__" and k != "__local_path__"}
