@@ -55,7 +55,8 @@ part() {  # part NAME SECONDS COMMAND...: run under the smaller of SECONDS and t
     echo "{\"part\": \"$name\", \"rc\": null, \"skipped\": \"budget\"}" >>"$WORK/status.jsonl"
     return
   fi
-  [ "$limit" -gt $left ] && limit=$left
+  # a dry run shares this CPU with everything else: only the whole budget bounds its parts
+  if [ $DRY = 1 ] || [ "$limit" -gt $left ]; then limit=$left; fi
   echo "== $name (at most $limit s): $*"
   t0=$SECONDS
   timeout -k 10 "$limit" "$@"
@@ -133,8 +134,11 @@ else
   cp "$WORK/learnability/grid.png" "$OUT/learnability_grid.png" 2>/dev/null
 fi
 # Variants while the budget lasts: each flag of (a) off, then torch.compile
-for variant in "aligner --no-channels-last" "aligner --no-bf16" "aligner --compile" \
-               "blender --no-channels-last" "blender --compile"; do
+VARIANTS=("aligner --no-channels-last" "aligner --no-bf16" "aligner --compile"
+          "blender --no-channels-last" "blender --compile")
+# TorchInductor's C++ compile of the aligner did not finish in 15 min on the shared dev CPU
+[ $DRY = 1 ] && VARIANTS=("aligner --no-channels-last" "blender --no-bf16")
+for variant in "${VARIANTS[@]}"; do
   set -- $variant
   name=train_$1${2//-/_}
   part "$name" 150 $PY bench/train_step.py --model "$@" "${PAPER[@]}" \
