@@ -169,7 +169,13 @@ for name, p in parts.items():
         what = "; ".join(f"{x['crop']} {x['pass']} region {x['region_ms']:.0f} ms / dense "
                          f"{x['dense_ms']:.0f} ms" for x in r["rows"])
     elif "rows" in r:
-        what = f"{len(r['rows'])} loader rows"
+        ratios = [x["ratio"] for x in r["rows"] if x.get("ratio") is not None]
+        what = f"{len(r['rows'])} loader rows" + (
+            f", loader/step {min(ratios):.1f}x to {max(ratios):.1f}x" if ratios else "")
+    elif "figures" in r:
+        f = r["figures"]
+        what = (f"{r['steps']} steps; cross-identity top-1 FaceRes "
+                f"{f['faceres_cross_top1']:.2f} (chance {f['faceres_chance']:.2f})")
     else:
         what = p.get("skipped") or "-"
     print(f"{name:<32} {str(p['rc']):>4} {str(p.get('seconds', '-')):>5}  {what}")
