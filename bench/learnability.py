@@ -1,7 +1,7 @@
 """The aligner's learnability check (heser.train.learnability): train on a few identities of
 the sample, then measure whether I_A keeps the sources' identity and follows the driver.
 
-    python bench/learnability.py                                   # 4 identities, ~20 min CPU
+    python bench/learnability.py                                   # 4 identities, 200 steps
     python bench/learnability.py --set aligner.loss.cross_identity=0 --name paper_recipe
     python bench/learnability.py --identities all --set aligner.size=256 --minutes 5   # a GPU
     python bench/learnability.py --dry-run                         # tiny, seconds, CPU
@@ -49,9 +49,9 @@ from heser.train.learnability import (
 from heser.train.stage import StageOptions, train_stage
 
 EXPERIMENT = "heser-learnability"
-# Sized to train in about 15 minutes on a 2-core CPU (docs/BENCHMARKS.md); --set overrides.
+# About 6 CPU-seconds a step at these sizes (docs/BENCHMARKS.md); --set overrides.
 CPU_SETTINGS = {"aligner.size": 64, "aligner.train.batch_size": 8,
-                "aligner.train.steps": 600, "aligner.train.eval_episodes": 8,
+                "aligner.train.steps": 200, "aligner.train.eval_episodes": 8,
                 "aligner.train.episodes_per_video": 48, "aligner.train.workers": 1,
                 "aligner.train.log_every": 25}
 DRY_RUN = {"aligner.size": 32, "aligner.k": 2, "aligner.train.batch_size": 4,
