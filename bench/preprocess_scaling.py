@@ -225,15 +225,15 @@ def _measure(opts: argparse.Namespace, overrides: dict) -> list[Setting]:
                 result = preprocess(str(manifest), overrides={
                     **overrides, "flow.root": str(root), **where})
                 total = time.perf_counter() - start
-            phase = (result["process_started"], result["process_started"]
-                     + result["process_seconds"])
-            settings.append(Setting(workers, result["rows"], result["tasks"],
-                                    result["metrics"]["total_samples"],
-                                    result["process_seconds"], total, _timeline(root),
-                                    result["process_started"], sampler.window(*phase)))
-            if opts.results:
-                with open(opts.results, "a") as fh:
-                    fh.write(json.dumps(asdict(settings[-1])) + "\n")
+                phase = (result["process_started"], result["process_started"]
+                         + result["process_seconds"])
+                settings.append(Setting(workers, result["rows"], result["tasks"],
+                                        result["metrics"]["total_samples"],
+                                        result["process_seconds"], total, _timeline(root),
+                                        result["process_started"], sampler.window(*phase)))
+                if opts.results:  # before the cluster stops (seconds)
+                    with open(opts.results, "a") as fh:
+                        fh.write(json.dumps(asdict(settings[-1])) + "\n")
     return settings
 
 
