@@ -33,7 +33,7 @@ from heser.config import (
 from heser.data.shards import INDEX_NAME, read_index
 from heser.env import configure_tool_state
 from heser.face.backends import make_face_backend
-from heser.io import fresh_dir, save_png
+from heser.io import atomic_path, fresh_dir, save_png
 from heser.metrics import LPIPS_WEIGHTS
 from heser.nets.faceres import load_faceres
 from heser.tracking import Tracker, run_name
@@ -176,7 +176,8 @@ def _measure(cfg: Config, args: argparse.Namespace, identities: tuple[str, ...],
     report = {"identities": list(identities), "overrides": overrides, "steps": state["step"],
               "train_seconds": None if seconds is None else round(seconds, 1),
               "device": str(device), "figures": figures}
-    (out / "learnability.json").write_text(json.dumps(report, indent=2) + "\n")
+    with atomic_path(out / "learnability.json") as tmp:  # no half-written report
+        tmp.write_text(json.dumps(report, indent=2) + "\n")
     save_png(out / "grid.png", grid)
     _log(cfg, args.name, report, out)
     _print(report)

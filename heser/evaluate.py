@@ -188,7 +188,7 @@ class Judge:
         return {"eid": eid, "faceres": self.faceres.identity_descriptor(np.stack(images))}
 
     def landmarks(self, image: np.ndarray) -> tuple[np.ndarray, str] | None:
-        faces = self.swapper.backend(_resized(image, self.size))
+        faces = self.swapper.backend(resized_rgb(image, self.size))
         if not faces:
             return None
         face = choose_face(faces, None)
@@ -218,7 +218,8 @@ class Judge:
         return row
 
 
-def _resized(image: np.ndarray, size: int) -> np.ndarray:
+def resized_rgb(image: np.ndarray, size: int) -> np.ndarray:
+    """A uint8 RGB picture at size x size (bicubic; as it is when already that size)."""
     if image.shape[0] == size:
         return image
     return np.asarray(Image.fromarray(image).resize((size, size), Image.BICUBIC))
@@ -257,7 +258,7 @@ def evaluate_pair(swapper: Swapper, judge: Judge, pair: Pair, samples: dict[str,
     pictures = {"sources": sources[0].image, "target": target.image, "animated": animated}
     result = PairResult(row, pictures, sources[0].identity, source_ids, {})
     if pair.same_video:
-        small_target = _resized(target.image, animated.shape[0])
+        small_target = resized_rgb(target.image, animated.shape[0])
         row["reenact/ssim"] = metrics.ssim(animated, small_target)
         row["reenact/psnr"] = metrics.psnr(animated, small_target)
         row["reenact/lpips"] = metrics.lpips(animated, small_target, weights_dir)
@@ -570,7 +571,7 @@ def _cell(value: Any) -> str:
 
 
 def _data_uri(image: np.ndarray, size: int = 160) -> str:
-    png = png_bytes(_resized(image, size))
+    png = png_bytes(resized_rgb(image, size))
     return "data:image/png;base64," + base64.b64encode(png).decode()
 
 

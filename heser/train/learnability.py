@@ -25,11 +25,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
 from heser import metrics
 from heser.data.shards import INDEX_NAME, read_index, write_index
-from heser.evaluate import Sample, load_samples
+from heser.evaluate import Sample, load_samples, resized_rgb
 from heser.face.cropper import choose_face
 from heser.face.types import FaceBackend
 from heser.imaging import from_uint8, resize, tile_grid, to_uint8
@@ -160,12 +159,6 @@ def sensitivities(animated: torch.Tensor) -> dict[str, float]:
             "change_driver_only": float(np.mean(by_driver))}
 
 
-def _upsized(image: np.ndarray, size: int) -> np.ndarray:
-    if image.shape[0] == size:
-        return image
-    return np.asarray(Image.fromarray(image).resize((size, size), Image.BICUBIC))
-
-
 class Landmarks:
     """3-D landmarks of crop-sized pictures (None: no face), by the crop stage's backend."""
 
@@ -173,7 +166,7 @@ class Landmarks:
         self.backend, self.size = backend, size
 
     def __call__(self, image: np.ndarray) -> tuple[np.ndarray, str] | None:
-        faces = self.backend(_upsized(image, self.size))
+        faces = self.backend(resized_rgb(image, self.size))
         if not faces:
             return None
         face = choose_face(faces, None)
@@ -218,7 +211,7 @@ def measure(task: AlignerTask, people: list[Person], faceres: FaceRes, landmarks
     drivers_per = n_columns // n_people
     same = np.array([[c // drivers_per == r for c in range(n_columns)] for r in range(n_people)])
     crop = people[0].drivers[0].image.shape[0]
-    pictures = np.stack([_upsized(to_uint8(image), crop) for image in animated.flatten(0, 1)])
+    pictures = np.stack([resized_rgb(to_uint8(image), crop) for image in animated.flatten(0, 1)])
     result: dict[str, float] = {"people": n_people, "drivers_per_person": drivers_per}
     result.update(sensitivities(animated))
     galleries = {p.identity: faceres.identity_descriptor(np.stack([s.image for s in p.gallery]))
