@@ -192,15 +192,16 @@ def _retrieval(descriptors: np.ndarray, people: list[Person], galleries: dict[st
     flat = descriptors.reshape(n_people * n_columns, -1)
     own = [names[r] for r in range(n_people) for _ in range(n_columns)]
     driver = [names[c // drivers_per] for _ in range(n_people) for c in range(n_columns)]
-    unit = flat / np.linalg.norm(flat, axis=1, keepdims=True)
-    gallery = np.stack([galleries[n] for n in names])
-    best = [names[i] for i in (unit @ (gallery / np.linalg.norm(gallery, axis=1,
-                                                                keepdims=True)).T).argmax(1)]
-    cross = ~same.reshape(-1)
-    hits = np.array([b == o for b, o in zip(best, own)])
-    leaks = np.array([b == d for b, d in zip(best, driver)])
-    return {"cross_top1": float(hits[cross].mean()), "same_top1": float(hits[~cross].mean()),
-            "cross_driver_share": float(leaks[cross].mean()), "chance": 1 / len(names)}
+    cross = np.flatnonzero(~same.reshape(-1))
+    alike = np.flatnonzero(same.reshape(-1))
+    gallery = {name: galleries[name] for name in names}
+
+    def top1(rows: np.ndarray, wanted: list[str]) -> tuple[float, float]:
+        return metrics.identity_retrieval_top1(flat[rows], [wanted[i] for i in rows], gallery)
+
+    (cross_top1, chance), (same_top1, _) = top1(cross, own), top1(alike, own)
+    return {"cross_top1": cross_top1, "same_top1": same_top1,
+            "cross_driver_share": top1(cross, driver)[0], "chance": chance}
 
 
 def measure(task: AlignerTask, people: list[Person], faceres: FaceRes, landmarks: Landmarks,
