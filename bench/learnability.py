@@ -151,7 +151,6 @@ def run(args: argparse.Namespace) -> None:
                                                 track=False))
     seconds = time.perf_counter() - start
     _measure(cfg, args, identities, overrides, out, checkpoint, seconds)
-    checkpoint.unlink()  # a few-minute model of a few people: the figures are what is kept
 
 
 def _measure(cfg: Config, args: argparse.Namespace, identities: tuple[str, ...],

@@ -225,6 +225,8 @@ class Aligner(_Strict):
     identity: IdentityNet
     pose: MotionNet
     expression: ExpressionNet
+    encoder_spectral_norm: bool
+    code_norm: bool
     mlp_hidden: int = Field(ge=8)
     mlp_spectral_norm: bool
     generator: GeneratorNet

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from heser.config import Aligner
@@ -23,14 +24,17 @@ class Head2HeadAligner(nn.Module):
         super().__init__()
         por = cfg.portrait
         weights = root / por.imagenet_weights if por.imagenet_weights else None
+        spectral = cfg.encoder_spectral_norm
         self.portrait = PortraitEncoder(por.backbone, por.dim, por.width, por.stages,
-                                        por.max_channels, weights)  # E_por
-        self.pose = MotionEncoder(cfg.pose.dim, cfg.pose.width)  # E_pose
-        self.expression = MotionEncoder(cfg.expression.dim, cfg.expression.width)  # E_exp
+                                        por.max_channels, weights, spectral)  # E_por
+        self.pose = MotionEncoder(cfg.pose.dim, cfg.pose.width, spectral)  # E_pose
+        self.expression = MotionEncoder(cfg.expression.dim, cfg.expression.width,
+                                        spectral)  # E_exp
         self.generator = StyleGenerator(cfg.size, cfg.generator.start_size,
                                         cfg.generator.base_channels, cfg.generator.max_channels)
-        code_dim = por.dim + identity_dim + cfg.pose.dim + cfg.expression.dim
-        self.mlp = AdaINMLP(code_dim, cfg.mlp_hidden, self.generator.n_params,
+        self.code_dims = (por.dim, identity_dim, cfg.pose.dim, cfg.expression.dim)
+        self.code_norm = cfg.code_norm
+        self.mlp = AdaINMLP(sum(self.code_dims), cfg.mlp_hidden, self.generator.n_params,
                             cfg.mlp_spectral_norm)
 
     def source_code(self, sources: Tensor, identity_codes: Tensor) -> Tensor:
@@ -42,7 +46,16 @@ class Head2HeadAligner(nn.Module):
         """I_A from the sources' code, A(I_T) and C(A(I_T)), all images in [-1, 1]."""
         codes = torch.cat([source_code, self.pose(pose_input),
                            self.expression(expression_input)], dim=1)
-        return self.generator(self.mlp(codes))
+        return self.generator(self.mlp(self.standardised(codes)))
+
+    def standardised(self, codes: Tensor) -> Tensor:
+        """[e_por, e_id, e_pose, e_exp], each standardised over its features when
+        ``code_norm`` is on: every code then reaches the MLP at the same unit scale, however
+        small its encoder's outputs are (the dlib e_id is unit-norm, 0.09 per feature)."""
+        if not self.code_norm:
+            return codes
+        return torch.cat([F.layer_norm(code, code.shape[-1:])
+                          for code in codes.split(self.code_dims, dim=1)], dim=1)
 
     def forward(self, sources: Tensor, identity_codes: Tensor, pose_input: Tensor,
                 expression_input: Tensor, source_index: Tensor | None = None) -> Tensor:

@@ -23,18 +23,19 @@ def _scaled(channels: int, width: float) -> int:
 class MotionEncoder(nn.Module):
     """Images [B, 3, H, W] in [-1, 1] -> a code [B, dim] (e_pose or e_exp)."""
 
-    def __init__(self, dim: int, width: float):
+    def __init__(self, dim: int, width: float, spectral: bool = False):
         super().__init__()
         channels = _scaled(32, width)
-        layers: list[nn.Module] = [sn(nn.Conv2d(3, channels, 3, 2, 1, bias=False)),
+        layers: list[nn.Module] = [sn(nn.Conv2d(3, channels, 3, 2, 1, bias=False), spectral),
                                    group_norm(channels), nn.ReLU6(inplace=True)]
         for expand, cout, blocks, stride in _STAGES:
             cout = _scaled(cout, width)
             for i in range(blocks):
-                layers.append(InvertedResidual(channels, cout, stride if i == 0 else 1, expand))
+                layers.append(InvertedResidual(channels, cout, stride if i == 0 else 1, expand,
+                                                spectral))
                 channels = cout
         self.features = nn.Sequential(*layers)
-        self.head = sn(nn.Linear(channels, dim))
+        self.head = sn(nn.Linear(channels, dim), spectral)
 
     def forward(self, images: Tensor) -> Tensor:
         return self.head(self.features(images).mean(dim=(2, 3)))

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from heser.imaging import IMAGENET_MEAN, IMAGENET_STD, to_unit
-from heser.nets.blocks import ResDown, channel_ladder
+from heser.nets.blocks import ResDown, channel_ladder, sn
 from heser.nets.resnext import ResNeXt50, load_resnext50
 
 
@@ -58,14 +58,13 @@ class PortraitEncoder(nn.Module):
     """Source images [B, 3, H, W] in [-1, 1] -> portrait codes [B, dim] (e_por)."""
 
     def __init__(self, backbone: str, dim: int, width: int, stages: int, max_channels: int,
-                 imagenet_weights: Path | None = None):
+                 imagenet_weights: Path | None = None, spectral: bool = False):
         super().__init__()
         if backbone == "resnext50":
             self.backbone = ResNeXtFeatures(imagenet_weights)
         else:
-            self.backbone = SmallResNet(width, stages, max_channels, spectral=True)
-        self.head = nn.utils.parametrizations.spectral_norm(
-            nn.Linear(self.backbone.out_channels, dim))
+            self.backbone = SmallResNet(width, stages, max_channels, spectral)
+        self.head = sn(nn.Linear(self.backbone.out_channels, dim), spectral)
 
     def forward(self, images: Tensor) -> Tensor:
         return self.head(self.backbone(images))

@@ -77,6 +77,30 @@ def test_mlp_spectral_norm_is_a_choice():
     assert parametrized(True) and not parametrized(False)
 
 
+def test_encoder_spectral_norm_is_a_choice():
+    def parametrized(spectral: bool) -> list[bool]:
+        encoders = [PortraitEncoder("resnet", 16, 8, 2, 16, None, spectral),
+                    MotionEncoder(16, 0.25, spectral)]
+        return [any(parametrize.is_parametrized(m) for m in e.modules()) for e in encoders]
+
+    assert parametrized(True) == [True, True] and parametrized(False) == [False, False]
+
+
+def test_codes_reach_the_mlp_at_unit_scale_whatever_their_encoders_give():
+    cfg = CFG.model_copy(update={"code_norm": True})
+    aligner = Head2HeadAligner(cfg, ID_DIM)
+    codes = torch.randn(B, sum(aligner.code_dims))
+    shrunk = codes * torch.cat([torch.full((d,), scale) for d, scale in
+                                zip(aligner.code_dims, (0.04, 0.09, 1.0, 10.0))])
+    standardised = aligner.standardised(shrunk)
+    torch.testing.assert_close(standardised, aligner.standardised(codes), atol=0, rtol=1e-2)
+    for block in standardised.split(aligner.code_dims, dim=1):
+        torch.testing.assert_close(block.std(dim=1, unbiased=False), torch.ones(B), atol=1e-2,
+                                   rtol=0)
+    plain = Head2HeadAligner(CFG.model_copy(update={"code_norm": False}), ID_DIM)
+    assert plain.standardised(shrunk) is shrunk
+
+
 def test_encoders_give_their_code_sizes():
     por = PortraitEncoder("resnet", 512, 16, 4, 64, None)
     assert por(torch.randn(2, 3, 64, 64)).shape == (2, 512)
