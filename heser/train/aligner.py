@@ -3,9 +3,10 @@
 
 Beyond the paper, and off by default (``aligner.loss.cross_identity``/``cross_motion``): each
 episode's sources are also driven by the target of an episode of another person in the same
-batch, I_A^x, which must keep the sources' identity and take the driver's motion. Self-
-reconstruction alone lets identity leak through E_pose/E_exp whenever the training set is
-small enough to memorise (docs/BENCHMARKS.md, the learnability check).
+batch, I_A^x, which must keep the sources' identity and take the driver's motion. They were
+added against identity leaking through E_pose/E_exp; that leak came from the sources' codes not
+reaching the generator (fixed by ``aligner.code_norm`` and ``encoder_spectral_norm``), and since
+then they change nothing measurable (docs/BENCHMARKS.md, the learnability check).
 """
 
 from __future__ import annotations
