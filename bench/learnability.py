@@ -211,7 +211,8 @@ def _print(report: dict) -> None:
           f"{f['expression_error_to_sources']:.3f}; mouth-opening correlation with the driver "
           f"{f['mouth_opening_correlation']:.2f} (faces found in {f['face_found']:.0%} of I_A)")
     print(f"same-video reenactment of held-out frames: L1 {f['same_video_l1']:.3f}, SSIM "
-          f"{f['same_video_ssim']:.3f}, LPIPS {f['same_video_lpips']:.3f}")
+          f"{f['same_video_ssim']:.3f}, LPIPS {f['same_video_lpips']:.3f} (L1 of the sources' "
+          f"average frame, ignoring the driver: {f['same_video_l1_source_average']:.3f})")
 
 
 if __name__ == "__main__":

@@ -230,7 +230,20 @@ def measure(task: AlignerTask, people: list[Person], faceres: FaceRes, landmarks
     result.update(_motion(pictures.reshape(n_people, n_columns, *pictures.shape[1:]), people,
                           same, landmarks))
     result.update(_same_video(animated, people, same, lpips_weights))
+    result["same_video_l1_source_average"] = source_average_l1(people, animated.shape[-1])
     return result, _grid(animated, people)
+
+
+def source_average_l1(people: list[Person], size: int) -> float:
+    """The no-motion baseline of same-video reenactment, given what I_A is given: L1 of each
+    held-out driver against the pixel mean of its person's K sources, both at ``size``. An
+    I_A that ignores the driver and draws the sources' average frame scores this."""
+    errors = []
+    for person in people:
+        average = resize(_tensor(person.sources), size).mean(dim=0, keepdim=True)
+        drivers = resize(_tensor(person.drivers), size)
+        errors.append((drivers - average).abs().mean(dim=(1, 2, 3)))
+    return float(torch.cat(errors).mean())
 
 
 def _motion(pictures: np.ndarray, people: list[Person], same: np.ndarray,

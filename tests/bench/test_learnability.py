@@ -24,7 +24,8 @@ IDENTITIES = ",".join(identity for _, identity in VIDEOS)
 FIGURES = {"faceres_cross_top1", "faceres_chance", "faceres_cross_driver_share",
            "eid_cross_top1", "change_sources_only", "change_driver_only",
            "pose_error_to_driver_deg", "pose_error_to_sources_deg", "mouth_opening_correlation",
-           "same_video_l1", "same_video_ssim", "same_video_lpips", "face_found"}
+           "same_video_l1", "same_video_ssim", "same_video_lpips", "face_found",
+           "same_video_l1_source_average"}
 
 
 @pytest.fixture(scope="module")

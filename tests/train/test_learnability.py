@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from heser.data.shards import INDEX_NAME, read_index, write_index
+from heser.evaluate import Sample
 from heser.train.aligner import AlignerTask, cross_pairs, frozen
 from heser.train.distributed import DistInfo
 from heser.train.gan import GanTrainer
@@ -22,6 +23,7 @@ from heser.train.learnability import (
     _retrieval,
     mouth_opening,
     sensitivities,
+    source_average_l1,
     subset_shards,
 )
 from tests.train.test_gan import _batches, _tiny
@@ -72,6 +74,17 @@ def test_retrieval_counts_cross_pairs_own_identity_and_driver_share():
     result = _retrieval(found, people, galleries, same)
     assert result == {"cross_top1": 0.5, "same_top1": 1.0, "cross_driver_share": 0.5,
                       "chance": 0.5}
+
+
+def _frame(value: int) -> Sample:
+    return Sample("k", "a", np.full((8, 8, 3), value, np.uint8), np.zeros((8, 8), np.uint8))
+
+
+def test_source_average_baseline_scores_the_sources_mean_frame_against_each_driver():
+    # sources 0 and 255 average to mid-gray (0 in [-1, 1]); drivers black (-1) and white (+1)
+    person = Person("a", [_frame(0), _frame(255)], [_frame(0), _frame(255)], [])
+    assert source_average_l1([person], 4) == pytest.approx(1.0, abs=1e-3)
+    assert source_average_l1([Person("b", [_frame(255)], [_frame(255)], [])], 4) == 0
 
 
 def test_mouth_opening_is_the_lip_gap_over_the_eye_corner_distance():
