@@ -7,6 +7,7 @@ the sample, then measure whether I_A keeps the sources' identity and follows the
     python bench/learnability.py --dry-run                         # tiny, seconds, CPU
 
 Writes <out>/learnability.json (the figures, the overrides, the steps and seconds),
+<out>/aligner.pt (the trained checkpoint, ~100 MB at the default sizes, for --resume),
 <out>/grid.png (header: the drivers; rows: a source, then I_A per driver) and the training
 reports under <out>/train/, and logs all of it as one run of the MLflow experiment
 ``heser-learnability``. The data is the DVC pipeline's shards (data/shards): run
@@ -213,6 +214,9 @@ def _print(report: dict) -> None:
     print(f"same-video reenactment of held-out frames: L1 {f['same_video_l1']:.3f}, SSIM "
           f"{f['same_video_ssim']:.3f}, LPIPS {f['same_video_lpips']:.3f} (L1 of the sources' "
           f"average frame, ignoring the driver: {f['same_video_l1_source_average']:.3f})")
+    print(f"codes: e_por spread over people {f['portrait_code_spread']:.4f} (size "
+          f"{f['portrait_code_size']:.3f}); AdaIN parameters' spread over drivers "
+          f"{f['adain_spread_over_drivers']:.4f} (size {f['adain_size']:.3f})")
 
 
 if __name__ == "__main__":

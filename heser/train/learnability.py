@@ -127,24 +127,58 @@ def _tensor(samples: list[Sample]) -> torch.Tensor:
     return torch.stack([from_uint8(s.image) for s in samples])
 
 
+def _driven(task: AlignerTask, person: Person, people: list[Person]) -> dict:
+    """The aligner's inputs for ``person``'s sources driven by every person's held-out frames
+    (unaugmented pose path)."""
+    drivers = torch.cat([_tensor(p.drivers) for p in people])
+    sources = _tensor(person.sources)
+    batch = {"sources": sources.expand(len(drivers), *sources.shape), "target": drivers,
+             "target_key": [s.key for p in people for s in p.drivers]}
+    return task.prepare(batch, 0, augment=False)
+
+
 @torch.no_grad()
 def reenact(task: AlignerTask, people: list[Person]) -> torch.Tensor:
     """I_A [P, P * D, 3, S, S] in [-1, 1]: person p's sources driven by every person's D
     held-out frames, in the order of ``people`` (row p, column q * D + d)."""
-    drivers = torch.cat([_tensor(p.drivers) for p in people])
     rows = []
     task.generator.eval()
     try:
         for person in people:
-            sources = _tensor(person.sources)
-            batch = {"sources": sources.expand(len(drivers), *sources.shape),
-                     "target": drivers,
-                     "target_key": [s.key for p in people for s in p.drivers]}
-            inputs = task.prepare(batch, 0, augment=False)
+            inputs = _driven(task, person, people)
             rows.append(task.fake(inputs, task.generator)["image"].float().cpu())
     finally:
         task.generator.train()
     return torch.stack(rows)
+
+
+@torch.no_grad()
+def code_spread(task: AlignerTask, people: list[Person]) -> dict[str, float]:
+    """Whether the codes can reach the renderer at all: e_por's spread over the people (std
+    over people, mean over features) beside its size (mean |e_por|), and the AdaIN
+    parameters' spread over the drivers (for each person's sources, then averaged) beside
+    their size. AdaIN scales by (1 + parameter), so a spread of 0.001 moves nothing."""
+    g = task.generator
+    g.eval()
+    try:
+        portraits, spreads, sizes = [], [], []
+        for person in people:
+            inputs = _driven(task, person, people)
+            code = g.source_code(inputs["sources"][:1], inputs["identity_codes"][:1])
+            portraits.append(code[0, :g.code_dims[0]])
+            codes = torch.cat([code.expand(len(inputs["pose_input"]), -1),
+                               g.pose(inputs["pose_input"]),
+                               g.expression(inputs["expression_input"])], dim=1)
+            adain = g.mlp(g.standardised(codes))
+            spreads.append(float(adain.std(dim=0).mean()))
+            sizes.append(float(adain.abs().mean()))
+    finally:
+        g.train()
+    portrait = torch.stack(portraits)
+    return {"portrait_code_spread": float(portrait.std(dim=0).mean()),
+            "portrait_code_size": float(portrait.abs().mean()),
+            "adain_spread_over_drivers": float(np.mean(spreads)),
+            "adain_size": float(np.mean(sizes))}
 
 
 def sensitivities(animated: torch.Tensor) -> dict[str, float]:
@@ -231,6 +265,7 @@ def measure(task: AlignerTask, people: list[Person], faceres: FaceRes, landmarks
                           same, landmarks))
     result.update(_same_video(animated, people, same, lpips_weights))
     result["same_video_l1_source_average"] = source_average_l1(people, animated.shape[-1])
+    result.update(code_spread(task, people))
     return result, _grid(animated, people)
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from heser.data.shards import INDEX_NAME, read_index, write_index
 from heser.evaluate import Sample
@@ -21,12 +22,14 @@ from heser.train.learnability import (
     TRAIN,
     Person,
     _retrieval,
+    code_spread,
     mouth_opening,
     sensitivities,
     source_average_l1,
     subset_shards,
 )
-from tests.train.test_gan import _batches, _tiny
+from tests.conftest import read_rgb
+from tests.train.test_gan import FACES, _batches, _tiny
 
 
 def _row(identity: str, video: str, frame: int, split: str = "train") -> dict:
@@ -85,6 +88,24 @@ def test_source_average_baseline_scores_the_sources_mean_frame_against_each_driv
     person = Person("a", [_frame(0), _frame(255)], [_frame(0), _frame(255)], [])
     assert source_average_l1([person], 4) == pytest.approx(1.0, abs=1e-3)
     assert source_average_l1([Person("b", [_frame(255)], [_frame(255)], [])], 4) == 0
+
+
+def test_code_spread_sees_codes_that_cannot_reach_the_renderer(tmp_path: Path):
+    faces = [Sample(name, name, np.asarray(Image.fromarray(read_rgb(name)).resize((64, 64))),
+                   np.zeros((1, 1), np.uint8)) for name in FACES]
+    people = [Person("a", faces[:2], faces[2:], []), Person("b", faces[2:], faces[:2], [])]
+    torch.manual_seed(0)
+    # plain MLP layers, so the last one's weights can be silenced below
+    task = AlignerTask(_tiny(tmp_path, **{"aligner.mlp_spectral_norm": False}),
+                       torch.device("cpu"))
+    found = code_spread(task, people)
+    assert found["portrait_code_spread"] > 0 and found["adain_spread_over_drivers"] > 0
+    last = task.generator.mlp.net[-1]
+    with torch.no_grad():  # an MLP that passes nothing on: no AdaIN parameter moves
+        last.weight.zero_(), last.bias.zero_()
+    silenced = code_spread(task, people)
+    assert silenced["adain_spread_over_drivers"] == 0 and silenced["adain_size"] == 0
+    assert silenced["portrait_code_spread"] == found["portrait_code_spread"]
 
 
 def test_mouth_opening_is_the_lip_gap_over_the_eye_corner_distance():
