@@ -215,7 +215,9 @@ def _print(report: dict) -> None:
           f"{f['same_video_ssim']:.3f}, LPIPS {f['same_video_lpips']:.3f} (L1 of the sources' "
           f"average frame, ignoring the driver: {f['same_video_l1_source_average']:.3f})")
     print(f"codes: e_por spread over people {f['portrait_code_spread']:.4f} (size "
-          f"{f['portrait_code_size']:.3f}); AdaIN parameters' spread over drivers "
+          f"{f['portrait_code_size']:.3f}); e_pose / e_exp spread over a person's drivers as "
+          f"the MLP sees them {f['pose_code_spread_own_drivers']:.3f} / "
+          f"{f['expression_code_spread_own_drivers']:.3f}; AdaIN parameters' spread over drivers "
           f"{f['adain_spread_over_drivers']:.4f} (size {f['adain_size']:.3f})")
 
 

@@ -227,6 +227,7 @@ class Aligner(_Strict):
     expression: ExpressionNet
     encoder_spectral_norm: bool
     code_norm: bool
+    code_batch_norm: Literal["none", "expression", "motion"]
     mlp_hidden: int = Field(ge=8)
     mlp_spectral_norm: bool
     generator: GeneratorNet

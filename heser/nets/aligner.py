@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from heser.config import Aligner
+from heser.nets.blocks import CodeBatchNorm
 from heser.nets.generator import AdaINMLP, StyleGenerator
 from heser.nets.motion_encoder import MotionEncoder
 from heser.nets.portrait_encoder import PortraitEncoder
@@ -36,6 +37,9 @@ class Head2HeadAligner(nn.Module):
         self.code_norm = cfg.code_norm
         self.mlp = AdaINMLP(sum(self.code_dims), cfg.mlp_hidden, self.generator.n_params,
                             cfg.mlp_spectral_norm)
+        normalised = {"none": 0, "expression": cfg.expression.dim,
+                      "motion": cfg.pose.dim + cfg.expression.dim}[cfg.code_batch_norm]
+        self.motion_norm = CodeBatchNorm(normalised) if normalised else None
 
     def source_code(self, sources: Tensor, identity_codes: Tensor) -> Tensor:
         """[e_por, e_id] averaged over the K sources (eq. 1): sources [B, K, 3, H, W],
@@ -44,9 +48,19 @@ class Head2HeadAligner(nn.Module):
 
     def animate(self, source_code: Tensor, pose_input: Tensor, expression_input: Tensor) -> Tensor:
         """I_A from the sources' code, A(I_T) and C(A(I_T)), all images in [-1, 1]."""
-        codes = torch.cat([source_code, self.pose(pose_input),
-                           self.expression(expression_input)], dim=1)
-        return self.generator(self.mlp(self.standardised(codes)))
+        return self.generator(self.mlp(self.mlp_input(source_code, pose_input,
+                                                      expression_input)))
+
+    def mlp_input(self, source_code: Tensor, pose_input: Tensor,
+                  expression_input: Tensor) -> Tensor:
+        """[e_por, e_id, e_pose, e_exp] as the MLP sees them."""
+        motion = torch.cat([self.pose(pose_input), self.expression(expression_input)], dim=1)
+        if self.motion_norm is not None:  # e_exp, or [e_pose, e_exp]: the last features
+            kept, normalised = motion.split(
+                [motion.shape[1] - self.motion_norm.num_features,
+                 self.motion_norm.num_features], dim=1)
+            motion = torch.cat([kept, self.motion_norm(normalised)], dim=1)
+        return self.standardised(torch.cat([source_code, motion], dim=1))
 
     def standardised(self, codes: Tensor) -> Tensor:
         """[e_por, e_id, e_pose, e_exp], each standardised over its features when

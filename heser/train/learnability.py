@@ -155,28 +155,36 @@ def reenact(task: AlignerTask, people: list[Person]) -> torch.Tensor:
 @torch.no_grad()
 def code_spread(task: AlignerTask, people: list[Person]) -> dict[str, float]:
     """Whether the codes can reach the renderer at all: e_por's spread over the people (std
-    over people, mean over features) beside its size (mean |e_por|), and the AdaIN
-    parameters' spread over the drivers (for each person's sources, then averaged) beside
-    their size. AdaIN scales by (1 + parameter), so a spread of 0.001 moves nothing."""
+    over people, mean over features) beside its size (mean |e_por|); e_pose's and e_exp's
+    spread over a person's own drivers as the MLP sees them (unit-scale features, so 1 is as
+    much as the features differ from each other); and the AdaIN parameters' spread over the
+    drivers (for each person's sources, then averaged) beside their size. AdaIN scales by
+    (1 + parameter), so a spread of 0.001 moves nothing."""
     g = task.generator
     g.eval()
     try:
-        portraits, spreads, sizes = [], [], []
+        portraits, spreads, sizes, motion = [], [], [], []
         for person in people:
             inputs = _driven(task, person, people)
             code = g.source_code(inputs["sources"][:1], inputs["identity_codes"][:1])
             portraits.append(code[0, :g.code_dims[0]])
-            codes = torch.cat([code.expand(len(inputs["pose_input"]), -1),
-                               g.pose(inputs["pose_input"]),
-                               g.expression(inputs["expression_input"])], dim=1)
-            adain = g.mlp(g.standardised(codes))
+            codes = g.mlp_input(code.expand(len(inputs["pose_input"]), -1),
+                                inputs["pose_input"], inputs["expression_input"])
+            first = sum(len(p.drivers) for p in people[:people.index(person)])
+            own = slice(first, first + len(person.drivers))  # _driven's columns of ``person``
+            motion.append([float(block[own].std(dim=0).mean())
+                           for block in codes.split(g.code_dims, dim=1)[2:]])
+            adain = g.mlp(codes)
             spreads.append(float(adain.std(dim=0).mean()))
             sizes.append(float(adain.abs().mean()))
     finally:
         g.train()
     portrait = torch.stack(portraits)
+    pose, expression = np.mean(motion, axis=0)
     return {"portrait_code_spread": float(portrait.std(dim=0).mean()),
             "portrait_code_size": float(portrait.abs().mean()),
+            "pose_code_spread_own_drivers": float(pose),
+            "expression_code_spread_own_drivers": float(expression),
             "adain_spread_over_drivers": float(np.mean(spreads)),
             "adain_size": float(np.mean(sizes))}
 

@@ -101,6 +101,23 @@ def test_codes_reach_the_mlp_at_unit_scale_whatever_their_encoders_give():
     assert plain.standardised(shrunk) is shrunk
 
 
+def test_motion_batch_norm_passes_codes_that_barely_vary_on_at_unit_spread():
+    aligner = Head2HeadAligner(CFG.model_copy(update={"code_batch_norm": "motion"}), ID_DIM)
+    norm = aligner.motion_norm
+    motion = 3.0 + 0.05 * torch.randn(8, CFG.pose.dim + CFG.expression.dim)  # one code, mostly
+    torch.testing.assert_close(norm(motion).std(dim=0, unbiased=False),
+                               torch.ones(motion.shape[1]), atol=0.05, rtol=0)
+    assert torch.allclose(norm.running_mean, torch.full_like(norm.running_mean, 0.3), atol=0.01)
+    one = norm(motion[:1])  # one-code training batch: the running statistics, no error
+    torch.testing.assert_close(one, (motion[:1] - norm.running_mean)
+                               / (norm.running_var + norm.eps).sqrt())
+    plain = Head2HeadAligner(CFG.model_copy(update={"code_batch_norm": "none"}), ID_DIM)
+    assert plain.motion_norm is None
+    expression = Head2HeadAligner(CFG.model_copy(update={"code_batch_norm": "expression"}),
+                                  ID_DIM)
+    assert expression.motion_norm.num_features == CFG.expression.dim
+
+
 def test_encoders_give_their_code_sizes():
     por = PortraitEncoder("resnet", 512, 16, 4, 64, None)
     assert por(torch.randn(2, 3, 64, 64)).shape == (2, 512)

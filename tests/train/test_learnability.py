@@ -100,12 +100,15 @@ def test_code_spread_sees_codes_that_cannot_reach_the_renderer(tmp_path: Path):
                        torch.device("cpu"))
     found = code_spread(task, people)
     assert found["portrait_code_spread"] > 0 and found["adain_spread_over_drivers"] > 0
+    assert found["pose_code_spread_own_drivers"] > 0
+    assert found["expression_code_spread_own_drivers"] > 0
     last = task.generator.mlp.net[-1]
     with torch.no_grad():  # an MLP that passes nothing on: no AdaIN parameter moves
         last.weight.zero_(), last.bias.zero_()
     silenced = code_spread(task, people)
     assert silenced["adain_spread_over_drivers"] == 0 and silenced["adain_size"] == 0
-    assert silenced["portrait_code_spread"] == found["portrait_code_spread"]
+    for unchanged in ("portrait_code_spread", "pose_code_spread_own_drivers"):
+        assert silenced[unchanged] == found[unchanged]
 
 
 def test_mouth_opening_is_the_lip_gap_over_the_eye_corner_distance():
