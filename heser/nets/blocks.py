@@ -115,8 +115,6 @@ def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters() if p.requires_grad)
 
 
-
-
 class CodeBatchNorm(nn.BatchNorm1d):
     """Codes [B, D] standardised per feature over the batch (running statistics at inference),
     without an affine part. A one-code batch in training (one-photo fine-tuning, one episode per
@@ -126,7 +124,7 @@ class CodeBatchNorm(nn.BatchNorm1d):
         super().__init__(dim, affine=False)
 
     def forward(self, codes: Tensor) -> Tensor:
-        if self.training and codes.shape[0] > 1:
-            return super().forward(codes)
-        return F.batch_norm(codes, self.running_mean, self.running_var, training=False,
-                            eps=self.eps)
+        if self.training and codes.shape[0] == 1:
+            return F.batch_norm(codes, self.running_mean, self.running_var, training=False,
+                                eps=self.eps)
+        return super().forward(codes)

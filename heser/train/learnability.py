@@ -163,15 +163,15 @@ def code_spread(task: AlignerTask, people: list[Person]) -> dict[str, float]:
     g = task.generator
     g.eval()
     try:
-        portraits, spreads, sizes, motion = [], [], [], []
+        portraits, spreads, sizes, motion, first = [], [], [], [], 0
         for person in people:
             inputs = _driven(task, person, people)
             code = g.source_code(inputs["sources"][:1], inputs["identity_codes"][:1])
             portraits.append(code[0, :g.code_dims[0]])
             codes = g.mlp_input(code.expand(len(inputs["pose_input"]), -1),
                                 inputs["pose_input"], inputs["expression_input"])
-            first = sum(len(p.drivers) for p in people[:people.index(person)])
             own = slice(first, first + len(person.drivers))  # _driven's columns of ``person``
+            first += len(person.drivers)
             motion.append([float(block[own].std(dim=0).mean())
                            for block in codes.split(g.code_dims, dim=1)[2:]])
             adain = g.mlp(codes)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch.nn.utils import parametrize
 
 from heser.nets.aligner import Head2HeadAligner
@@ -116,6 +117,21 @@ def test_motion_batch_norm_passes_codes_that_barely_vary_on_at_unit_spread():
     expression = Head2HeadAligner(CFG.model_copy(update={"code_batch_norm": "expression"}),
                                   ID_DIM)
     assert expression.motion_norm.num_features == CFG.expression.dim
+
+
+def test_expression_batch_norm_normalises_e_exp_and_leaves_the_other_codes_as_they_were():
+    torch.manual_seed(0)
+    aligner = Head2HeadAligner(CFG.model_copy(update={"code_batch_norm": "expression"}), ID_DIM)
+    _, _, pose_input, expression_input = (x.repeat(2, *[1] * (x.dim() - 1)) for x in _inputs())
+    source_code = torch.randn(2 * B, sum(aligner.code_dims[:2]))
+    with torch.no_grad():
+        got = aligner.mlp_input(source_code, pose_input, expression_input)
+        expression = aligner.expression(expression_input)
+        wanted = aligner.standardised(torch.cat([
+            source_code, aligner.pose(pose_input),
+            F.batch_norm(expression, None, None, training=True, eps=aligner.motion_norm.eps)],
+            dim=1))
+    torch.testing.assert_close(got, wanted)
 
 
 def test_encoders_give_their_code_sizes():
