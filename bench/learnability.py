@@ -47,7 +47,7 @@ from heser.train.learnability import (
     measure,
     subset_shards,
 )
-from heser.train.stage import StageOptions, train_stage
+from heser.train.stage import StageOptions, landmark_motion, train_stage
 
 EXPERIMENT = "heser-learnability"
 # About 6 CPU-seconds a step at these sizes (docs/BENCHMARKS.md); --set overrides.
@@ -86,7 +86,8 @@ def _calibrated_steps(cfg: Config, minutes: float) -> int:
     dist = init_distributed()
     task = AlignerTask(cfg, dist.device)
     trainer = GanTrainer(task, cfg.aligner.train, dist)
-    data = KShotEpisodes(cfg.path(cfg.paths.shards), "train", cfg.aligner.k, 4, 0)
+    data = KShotEpisodes(cfg.path(cfg.paths.shards), "train", cfg.aligner.k, 4, 0,
+                         landmarks=landmark_motion(cfg))
     batch = next(iter(DataLoader(data, batch_size=cfg.aligner.train.batch_size)))
     trainer.train_step(batch)
     if dist.device.type == "cuda":

@@ -228,6 +228,7 @@ class Aligner(_Strict):
     encoder_spectral_norm: bool
     code_norm: bool
     code_batch_norm: Literal["none", "expression", "motion"]
+    motion_input: Literal["images", "landmarks"]
     mlp_hidden: int = Field(ge=8)
     mlp_spectral_norm: bool
     generator: GeneratorNet
@@ -236,6 +237,13 @@ class Aligner(_Strict):
     loss: AlignerLoss
     train: Train
     finetune_steps: int = Field(ge=1)
+
+    @model_validator(mode="after")
+    def _cross_motion_needs_image_encoders(self) -> Aligner:
+        if self.motion_input == "landmarks" and self.loss.cross_motion > 0:
+            raise ValueError("aligner.loss.cross_motion compares E_pose/E_exp codes of images, "
+                             "which aligner.motion_input: landmarks does not have; set it to 0")
+        return self
 
 
 class FpnNet(ChannelWidths):

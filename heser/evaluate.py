@@ -68,6 +68,7 @@ class Sample:
     identity: str
     image: np.ndarray  # uint8 crop at crop.size
     labels: np.ndarray  # uint8 label map
+    landmarks: np.ndarray | None = None  # float32 [N, 3] in crop pixels
 
 
 @dataclass(frozen=True)
@@ -158,7 +159,7 @@ def load_samples(shard_dir: Path, split: str, keys: set[str]) -> dict[str, Sampl
             if raw["__key__"] in keys:
                 sample = decode_sample(raw)
                 found[sample["key"]] = Sample(sample["key"], sample["meta"]["identity"],
-                                              sample["img"], sample["parse"])
+                                              sample["img"], sample["parse"], sample.get("lmk"))
     missing = keys - found.keys()
     if missing:
         raise ValueError(f"{shard_dir}: {len(missing)} samples of the index are missing from "
@@ -252,7 +253,8 @@ def evaluate_pair(swapper: Swapper, judge: Judge, pair: Pair, samples: dict[str,
     target = samples[pair.target_key]
     code = swapper.source_code([s.image for s in sources])
     source_ids = judge.descriptors([s.image for s in sources])
-    animated = to_uint8(swapper.animate(code, from_uint8(target.image)[None].to(swapper.device)))
+    animated = to_uint8(swapper.animate(code, from_uint8(target.image)[None].to(swapper.device),
+                                        target.landmarks))
     found_animated = judge.descriptors([animated])
     row = {f"reenact/{k}": v for k, v in judge.motion(animated, target.image).items()}
     pictures = {"sources": sources[0].image, "target": target.image, "animated": animated}

@@ -82,14 +82,16 @@ class CrossLosses:
 
 
 def cross_reenactment_losses(
-    cross: Tensor, source_identity: Tensor, cross_motion: Tensor, driver_motion: Tensor,
+    cross: Tensor, source_identity: Tensor, cross_motion: Tensor | None,
+    driver_motion: Tensor | None,
     weights: AlignerLoss, identity_net: nn.Module, discriminator: nn.Module,
 ) -> CrossLosses:
     """``cross``: I_A^x [N, 3, H, W]; ``source_identity``: the mean E_id code of each one's
     sources [N, D]; ``cross_motion`` / ``driver_motion``: [E_pose, E_exp] codes of I_A^x and of
-    its driver [N, M] (the driver's a fixed target)."""
+    its driver [N, M] (the driver's a fixed target), None without image motion encoders."""
     identity = cosine_distance(identity_net(cross), source_identity).mean()
-    motion = cosine_distance(cross_motion, driver_motion.detach()).mean()
+    motion = (cross.new_zeros(()) if cross_motion is None or driver_motion is None
+              else cosine_distance(cross_motion, driver_motion.detach()).mean())
     adversarial = hinge_g(discriminator(cross)[0])
     total = (weights.cross_identity * identity + weights.cross_motion * motion
              + weights.adversarial * adversarial)

@@ -24,12 +24,12 @@ from torch import Tensor
 
 from heser.assets import sha256_file
 from heser.config import Config
-from heser.data.augment import central_crop
 from heser.data.masks import Fig4Masks, dilate, dilation_radius, fig4_masks
 from heser.face.backends import make_face_backend, make_parser
 from heser.face.cropper import Cropper, choose_face
+from heser.face.motion import motion_features
 from heser.imaging import from_uint8, grayscale, resize, resize_labels, to_uint8
-from heser.nets.aligner import Head2HeadAligner
+from heser.nets.aligner import Head2HeadAligner, driver_inputs
 from heser.nets.blender import Head2SceneBlender
 from heser.nets.correspondence import region_maps
 from heser.nets.identity import make_identity_encoder
@@ -115,12 +115,14 @@ class Swapper:
         return self.aligner.source_code(resize(sources, size)[None], identity_codes)
 
     @torch.no_grad()
-    def animate(self, code: Tensor, target: Tensor) -> Tensor:
-        """I_A from the sources' code and the target crop (no augmentation A at inference)."""
-        a = self.cfg.aligner
-        return self.aligner.animate(code, resize(target, a.pose.input_size),
-                                    central_crop(target, a.expression.crop,
-                                                 a.expression.input_size))
+    def animate(self, code: Tensor, target: Tensor, landmarks: np.ndarray | None = None
+                ) -> Tensor:
+        """I_A from the sources' code and the target crop (no augmentation A at inference);
+        ``landmarks``: the target's, in crop pixels (read with landmark motion input)."""
+        motion = None
+        if landmarks is not None and self.cfg.aligner.motion_input == "landmarks":
+            motion = torch.from_numpy(motion_features(landmarks, target.shape[-1]))[None]
+        return self.aligner.animate(code, driver_inputs(self.cfg.aligner, target, motion))
 
     def parse(self, crop: np.ndarray, landmarks: np.ndarray, scheme: str) -> np.ndarray:
         return self.parser(crop, landmarks, scheme)
@@ -141,7 +143,7 @@ class Swapper:
         """I_B for one aligned target crop (uint8 at crop.size) and its label map."""
         size = target_crop.shape[0]
         target = from_uint8(target_crop)[None].to(self.device)
-        animated = resize(self.animate(code, target), size)  # I_A at the crop size
+        animated = resize(self.animate(code, target, target_landmarks), size)  # I_A, crop size
         animated_labels, parsed = self.parse_animated(to_uint8(animated),
                                                       (target_landmarks, scheme))
         out = self.blend(animated, target, animated_labels, target_labels)

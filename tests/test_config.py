@@ -41,6 +41,9 @@ def test_paper_profile_overrides_crop_size():
         ({"profile": "huge"}, "profile 'huge'"),
         ({"shard.split.val": 0.6, "shard.split.test": 0.5}, "leave some train"),
         ({"parse.backend": "bisenet"}, "bisenet_checkpoint"),
+        ({"aligner.motion_input": "landmarks", "aligner.loss.cross_motion": 1.0},
+         "cross_motion compares E_pose/E_exp codes"),
+        ({"aligner.motion_input": "mesh"}, "aligner.motion_input"),
     ],
 )
 def test_bad_values_are_named(overrides, message):

@@ -14,9 +14,11 @@ import pytest
 import torch
 from PIL import Image
 
-from heser.config import Config
+from heser.config import Config, with_overrides
 from heser.data.media import MediaError, read_image
 from heser.data.video_io import VideoWriter, probe_video, read_frames, read_metadata
+from heser.face.align import transform_points
+from heser.imaging import from_uint8
 from heser.nets.aligner import Head2HeadAligner
 from heser.nets.blender import Head2SceneBlender
 from heser.nets.discriminator import Discriminator
@@ -92,6 +94,28 @@ def test_a_picture_is_swapped_pasted_back_at_full_size_and_tagged(cfg: Config, t
     assert tags["heser:synthetic"] == "true" and tags["DigitalSourceType"].endswith(
         "algorithmicMedia")
     assert tags["heser:sources"] == Path(SOURCE).name
+
+
+def test_landmark_motion_input_animates_from_the_targets_landmarks(cfg: Config,
+                                                                   tmp_path: Path):
+    landmarks = with_overrides(cfg, {"aligner.motion_input": "landmarks",
+                                     "paths.models": str(tmp_path / "models")}, "test")
+    save_untrained_models(landmarks)
+    report = run_swap(landmarks, [sample_path(SOURCE)], sample_path(TARGET), tmp_path / "s.png")
+    assert (report.frames, report.swapped) == (1, 1)
+    swapper = Swapper(landmarks)
+    crop = swapper.cropper.crop_photo(read_image(sample_path(TARGET), 8)[0], TARGET)
+    marks = transform_points(crop.face.landmarks, crop.matrix)  # crop pixels
+    code = swapper.source_code([crop.image])
+    target = from_uint8(crop.image)[None]
+    with torch.no_grad():
+        still = swapper.animate(code, target, marks)
+        opened = marks.copy()
+        opened[14, 1] += 0.1 * crop.image.shape[0]  # mediapipe468: the lower inner lip drops
+        moved = swapper.animate(code, target, opened)
+    assert (still - moved).abs().max() > 0
+    with pytest.raises(ValueError, match="without landmark features"):
+        swapper.animate(code, target)
 
 
 def test_a_video_keeps_its_frames_size_fps_and_audio_and_counts_faceless_frames(

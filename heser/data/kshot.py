@@ -32,7 +32,7 @@ import torch.distributed as dist
 from torch.utils.data import IterableDataset, get_worker_info
 
 from heser.data.shards import INDEX_NAME, read_index, read_tar
-from heser.io import decode_png
+from heser.io import decode_npy, decode_png
 
 T = TypeVar("T")
 
@@ -127,6 +127,14 @@ def _labels(samples: list[dict[str, bytes]]) -> torch.Tensor:
     return torch.from_numpy(np.stack([decode_png(sample["parse.png"]) for sample in samples]))
 
 
+def _landmarks(sample: dict[str, bytes]) -> torch.Tensor:
+    """The crop's landmarks, float32 [N, 2|3] in crop pixels."""
+    if "lmk.npy" not in sample:
+        raise ValueError(f"sample {sample['__key__']} has no landmarks (lmk.npy); rebuild the "
+                         "shards")
+    return torch.from_numpy(decode_npy(sample["lmk.npy"]).astype(np.float32))
+
+
 class KShotEpisodes(IterableDataset):
     """Episodes of K sources + 1 target from one video each, for self-reconstruction.
 
@@ -134,7 +142,8 @@ class KShotEpisodes(IterableDataset):
     with at least ``min_frames`` frames; default k+1), as dicts: ``sources`` float32
     [K, 3, H, W] and ``target`` float32 [3, H, W] in [-1, 1], ``target_parse`` uint8 [H, W],
     ``source_parse`` uint8 [K, H, W] (the blender's second target I_T' needs its regions),
-    ``source_keys``, ``target_key``, ``identity``, ``video``.
+    ``source_keys``, ``target_key``, ``identity``, ``video``; with ``landmarks``, also
+    ``target_landmarks`` float32 [N, 3] (crop pixels: the aligner's landmark motion input).
 
     Call ``set_epoch(epoch)`` before each pass: (seed, epoch) fixes which slot gets which
     videos, the frame draws and the order. The epoch reaches DataLoader workers only when they
@@ -144,8 +153,9 @@ class KShotEpisodes(IterableDataset):
 
     def __init__(self, shard_dir: Path, split: str, k: int, episodes_per_video: int = 1,
                  seed: int = 0, min_frames: int | None = None, rank: int | None = None,
-                 world_size: int | None = None) -> None:
+                 world_size: int | None = None, landmarks: bool = False) -> None:
         super().__init__()
+        self.landmarks = landmarks
         min_frames = k + 1 if min_frames is None else min_frames
         if k < 1 or episodes_per_video < 1:
             raise ValueError(f"k ({k}) and episodes_per_video ({episodes_per_video}) must be >= 1")
@@ -240,7 +250,8 @@ class KShotEpisodes(IterableDataset):
 
     def _decode(self, episode: Episode, raw: dict[str, dict[str, bytes]]) -> dict[str, object]:
         sources, target = [raw[key] for key in episode.source_keys], [raw[episode.target_key]]
-        return {
+        extra = {"target_landmarks": _landmarks(target[0])} if self.landmarks else {}
+        return {**extra,
             "sources": _images(sources),
             "target": _images(target)[0],
             "target_parse": _labels(target)[0],

@@ -21,11 +21,12 @@ from skimage.metrics import structural_similarity
 from torch import Tensor, nn
 
 from heser.config import Config
-from heser.data.augment import central_crop, pose_augment
+from heser.data.augment import pose_augment
+from heser.face.motion import motion_features
 from heser.imaging import resize, tile_grid, to_unit
 from heser.losses import aligner_generator_losses, cross_reenactment_losses
 from heser.metrics import LPIPS_WEIGHTS, lpips_network
-from heser.nets.aligner import Head2HeadAligner
+from heser.nets.aligner import Head2HeadAligner, driver_inputs
 from heser.nets.discriminator import Discriminator
 from heser.nets.identity import cosine_distance, make_identity_encoder
 from heser.nets.perceptual import make_perceptual_net
@@ -95,9 +96,7 @@ class AlignerTask:
         inputs = {
             "sources": resize(sources.flatten(0, 1), size).view(b, k, 3, size, size),
             "identity_codes": identity_codes,
-            "pose_input": resize(posed, self.a.pose.input_size),  # A(I_T)
-            "expression_input": central_crop(posed, self.a.expression.crop,
-                                             self.a.expression.input_size),  # C(A(I_T))
+            "driver": driver_inputs(self.a, posed, self.landmark_motion(batch, target)),
             "target": resize(target, size),
         }
         loss = self.a.loss
@@ -108,27 +107,35 @@ class AlignerTask:
                 inputs["cross_drivers"] = torch.tensor(drivers, device=self.device)
         return inputs
 
+    def landmark_motion(self, batch: Batch, target: Tensor) -> Tensor | None:
+        """The targets' landmark features (heser.face.motion) when the motion path reads
+        them; the landmarks are the unaugmented target's, the pose I_A must take."""
+        if self.a.motion_input != "landmarks":
+            return None
+        if "target_landmarks" not in batch:
+            raise ValueError("aligner.motion_input is landmarks but the batch has no "
+                             "target_landmarks (KShotEpisodes(..., landmarks=True))")
+        crop = target.shape[-1]
+        return torch.from_numpy(np.stack([motion_features(marks, crop) for marks in
+                                          np.asarray(batch["target_landmarks"])]))
+
     def motion_codes(self, images: Tensor) -> Tensor:
-        """[E_pose, E_exp] codes of unaugmented images (the bare encoders)."""
-        g = self.generator
-        return torch.cat([g.pose(resize(images, self.a.pose.input_size)),
-                          g.expression(central_crop(images, self.a.expression.crop,
-                                                    self.a.expression.input_size))], dim=1)
+        """[E_pose, E_exp] codes of unaugmented images (the bare image encoders)."""
+        return self.generator.motion_code(driver_inputs(self.a, images, None))
 
     # -- GanTask ----------------------------------------------------------------------------
 
     def fake(self, inputs: Batch, generator: nn.Module) -> dict[str, Tensor]:
         """{"image": I_A of each episode, then I_A^x of each cross pair when training has them
         (the discriminator judges all of it)}, one generator call."""
-        pose, expression = inputs["pose_input"], inputs["expression_input"]
+        driver = inputs["driver"]
         if "cross_drivers" not in inputs:
-            return {"image": generator(inputs["sources"], inputs["identity_codes"], pose,
-                                       expression)}  # I_A
-        drivers = inputs["cross_drivers"]
-        index = torch.cat([torch.arange(len(pose), device=pose.device), inputs["cross_sources"]])
-        return {"image": generator(inputs["sources"], inputs["identity_codes"],
-                                   torch.cat([pose, pose[drivers]]),
-                                   torch.cat([expression, expression[drivers]]), index)}
+            return {"image": generator(inputs["sources"], inputs["identity_codes"],
+                                       driver)}  # I_A
+        drivers, n = inputs["cross_drivers"], len(inputs["target"])
+        index = torch.cat([torch.arange(n, device=drivers.device), inputs["cross_sources"]])
+        both = {name: torch.cat([x, x[drivers]]) for name, x in driver.items()}
+        return {"image": generator(inputs["sources"], inputs["identity_codes"], both, index)}
 
     def real(self, inputs: Batch) -> Tensor:
         return inputs["target"]
@@ -146,10 +153,12 @@ class AlignerTask:
         if not len(cross):
             return losses.total, losses.items()
         sources, drivers = inputs["cross_sources"], inputs["cross_drivers"]
-        with torch.no_grad():
-            driver_motion = self.motion_codes(target[drivers])
-        with frozen(self.generator.pose, self.generator.expression):
-            cross_motion = self.motion_codes(cross)
+        driver_motion = cross_motion = None  # landmark motion input: no image codes to compare
+        if self.a.motion_input == "images":
+            with torch.no_grad():
+                driver_motion = self.motion_codes(target[drivers])
+            with frozen(self.generator.pose, self.generator.expression):
+                cross_motion = self.motion_codes(cross)
         cross_losses = cross_reenactment_losses(
             cross, inputs["identity_codes"][sources].mean(dim=1), cross_motion, driver_motion,
             self.a.loss, self.identity, discriminator)

@@ -54,6 +54,9 @@ def finetune(cfg: Config, source_crops: list[np.ndarray], names: list[str], chec
              steps: int, out: Path) -> dict[str, Any]:
     """Fine-tune the aligner of ``checkpoint`` on one person's head crops (uint8 at crop.size;
     ``names``: the files they come from, recorded in ``out``)."""
+    if cfg.aligner.motion_input == "landmarks":
+        raise FinetuneError("fine-tuning reads no landmarks yet, so it cannot train an aligner "
+                            "with aligner.motion_input: landmarks; swap without --finetune")
     if len(source_crops) < 2:
         raise FinetuneError("fine-tuning needs at least 2 crops of the person (2 photos, or a "
                             "video)")

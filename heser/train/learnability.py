@@ -134,6 +134,9 @@ def _driven(task: AlignerTask, person: Person, people: list[Person]) -> dict:
     sources = _tensor(person.sources)
     batch = {"sources": sources.expand(len(drivers), *sources.shape), "target": drivers,
              "target_key": [s.key for p in people for s in p.drivers]}
+    marks = [s.landmarks for p in people for s in p.drivers]
+    if all(m is not None for m in marks):
+        batch["target_landmarks"] = torch.from_numpy(np.stack(marks))
     return task.prepare(batch, 0, augment=False)
 
 
@@ -168,8 +171,7 @@ def code_spread(task: AlignerTask, people: list[Person]) -> dict[str, float]:
             inputs = _driven(task, person, people)
             code = g.source_code(inputs["sources"][:1], inputs["identity_codes"][:1])
             portraits.append(code[0, :g.code_dims[0]])
-            codes = g.mlp_input(code.expand(len(inputs["pose_input"]), -1),
-                                inputs["pose_input"], inputs["expression_input"])
+            codes = g.mlp_input(code.expand(len(inputs["target"]), -1), inputs["driver"])
             own = slice(first, first + len(person.drivers))  # _driven's columns of ``person``
             first += len(person.drivers)
             motion.append([float(block[own].std(dim=0).mean())

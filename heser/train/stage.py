@@ -30,12 +30,19 @@ from heser.train.gan import GanTask, GanTrainer, fit
 from heser.train.models import ReportFiles
 
 
+def landmark_motion(cfg: Config) -> bool:
+    """Whether episodes carry the target's landmarks: the aligner's landmark motion input reads
+    them (the blender's episodes carry them too, unread, so both stages share one loader)."""
+    return cfg.aligner.motion_input == "landmarks"
+
+
 def eval_batches(cfg: Config, k: int, train: Train, batch_size: int) -> list[dict[str, Any]]:
     """A fixed set of held-out episodes (K sources + target) from the validation identities."""
     shards = cfg.path(cfg.paths.shards)
     probe = KShotEpisodes(shards, "val", k, 1, train.seed, rank=0, world_size=1)
     per_video = math.ceil(train.eval_episodes / len(probe.videos))
-    dataset = KShotEpisodes(shards, "val", k, per_video, train.seed, rank=0, world_size=1)
+    dataset = KShotEpisodes(shards, "val", k, per_video, train.seed, rank=0, world_size=1,
+                            landmarks=landmark_motion(cfg))
     batches, seen = [], 0
     for batch in DataLoader(dataset, batch_size=batch_size):
         batches.append(batch)
@@ -81,7 +88,8 @@ def train_stage(cfg: Config, task_class: type[GanTask],
         task = task_class(cfg, dist.device)
         trainer = GanTrainer(task, train, dist)
         dataset = KShotEpisodes(cfg.path(cfg.paths.shards), "train", k, train.episodes_per_video,
-                                train.seed, rank=dist.rank, world_size=dist.world_size)
+                                train.seed, rank=dist.rank, world_size=dist.world_size,
+                                landmarks=landmark_motion(cfg))
         per_process = max(1, train.batch_size // dist.world_size)
 
         def loader_for_epoch(epoch: int) -> DataLoader:

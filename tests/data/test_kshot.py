@@ -91,6 +91,16 @@ def test_pixels_are_those_of_the_named_samples(shard_dir: Path):
     assert np.array_equal(episode["source_parse"][0].numpy(), first["parse"])
 
 
+def test_landmarks_are_the_targets_and_only_when_asked_for(shard_dir: Path):
+    assert "target_landmarks" not in _episodes(shard_dir)[0]
+    episode = _episodes(shard_dir, landmarks=True)[0]
+    target = next(s for tar in sorted(shard_dir.glob("*.tar"))
+                  for s in map(decode_sample, read_tar(tar)) if s["key"] == episode["target_key"])
+    assert episode["target_landmarks"].dtype == torch.float32
+    np.testing.assert_array_equal(episode["target_landmarks"].numpy(), target["lmk"])
+    assert episode["target_landmarks"].shape == (468, 3)
+
+
 def test_short_videos_are_skipped_and_counted(shard_dir: Path, usable: set[str]):
     dataset = KShotEpisodes(shard_dir, "train", K)
     assert [v.name for v in dataset.skipped] == [PHOTO]

@@ -7,7 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch.nn.utils import parametrize
 
-from heser.nets.aligner import Head2HeadAligner
+from heser.face.motion import MOTION_FEATURES
+from heser.nets.aligner import Head2HeadAligner, driver_inputs
 from heser.nets.discriminator import Discriminator
 from heser.nets.generator import AdaINMLP, StyleGenerator
 from heser.nets.motion_encoder import MotionEncoder
@@ -30,11 +31,12 @@ def aligner() -> Head2HeadAligner:
     return Head2HeadAligner(CFG, ID_DIM)
 
 
-def _inputs():
+def _inputs(n: int = B):
     size = CFG.size
-    return (torch.rand(B, K, 3, size, size) * 2 - 1, torch.randn(B, K, ID_DIM),
-            torch.rand(B, 3, CFG.pose.input_size, CFG.pose.input_size) * 2 - 1,
-            torch.rand(B, 3, CFG.expression.input_size, CFG.expression.input_size) * 2 - 1)
+    return (torch.rand(n, K, 3, size, size) * 2 - 1, torch.randn(n, K, ID_DIM),
+            {"pose_input": torch.rand(n, 3, CFG.pose.input_size, CFG.pose.input_size) * 2 - 1,
+             "expression_input": torch.rand(n, 3, CFG.expression.input_size,
+                                            CFG.expression.input_size) * 2 - 1})
 
 
 def test_aligner_renders_the_crop_size_in_range_and_every_part_learns(aligner):
@@ -58,13 +60,13 @@ def test_source_code_averages_the_k_shots(aligner):
 
 
 def test_source_index_animates_a_source_set_per_driver(aligner):
-    sources, ids, pose, expression = _inputs()
+    sources, ids, driver = _inputs()
     aligner.eval()
     with torch.no_grad():
-        both = aligner(sources, ids, torch.cat([pose, pose]), torch.cat([expression, expression]),
+        both = aligner(sources, ids, {k: torch.cat([x, x]) for k, x in driver.items()},
                        torch.tensor([0, 1, 1, 0]))
-        plain = aligner(sources, ids, pose, expression)
-        swapped = aligner(sources.flip(0), ids.flip(0), pose, expression)
+        plain = aligner(sources, ids, driver)
+        swapped = aligner(sources.flip(0), ids.flip(0), driver)
     aligner.train()
     torch.testing.assert_close(both[:2], plain)
     torch.testing.assert_close(both[2:], swapped)  # source sets 1, 0 with drivers 0, 1
@@ -122,13 +124,13 @@ def test_motion_batch_norm_passes_codes_that_barely_vary_on_at_unit_spread():
 def test_expression_batch_norm_normalises_e_exp_and_leaves_the_other_codes_as_they_were():
     torch.manual_seed(0)
     aligner = Head2HeadAligner(CFG.model_copy(update={"code_batch_norm": "expression"}), ID_DIM)
-    _, _, pose_input, expression_input = (x.repeat(2, *[1] * (x.dim() - 1)) for x in _inputs())
+    driver = _inputs(2 * B)[2]
     source_code = torch.randn(2 * B, sum(aligner.code_dims[:2]))
     with torch.no_grad():
-        got = aligner.mlp_input(source_code, pose_input, expression_input)
-        expression = aligner.expression(expression_input)
+        got = aligner.mlp_input(source_code, driver)
+        expression = aligner.expression(driver["expression_input"])
         wanted = aligner.standardised(torch.cat([
-            source_code, aligner.pose(pose_input),
+            source_code, aligner.pose(driver["pose_input"]),
             F.batch_norm(expression, None, None, training=True, eps=aligner.motion_norm.eps)],
             dim=1))
     torch.testing.assert_close(got, wanted)
@@ -171,3 +173,34 @@ def test_resnext50_portrait_encoder_starts_from_imagenet_weights(tmp_path):
     assert codes.shape == (1, 512)
     codes.sum().backward()
     _all_have_grads(encoder)
+
+
+def test_landmark_motion_input_replaces_the_image_encoders_and_reads_only_the_features():
+    torch.manual_seed(0)
+    aligner = Head2HeadAligner(CFG.model_copy(update={"motion_input": "landmarks"}), ID_DIM)
+    assert not hasattr(aligner, "pose") and not hasattr(aligner, "expression")
+    sources, ids, _ = _inputs()
+    features = torch.randn(B, MOTION_FEATURES)
+    aligner.zero_grad()
+    animated = aligner(sources, ids, {"landmark_motion": features})
+    assert animated.shape == (B, 3, CFG.size, CFG.size)
+    animated.square().mean().backward()
+    _all_have_grads(aligner)
+    aligner.eval()
+    with torch.no_grad():
+        code = aligner.source_code(sources[:1], ids[:1]).expand(B, -1)
+        moved = aligner.animate(code, {"landmark_motion": features})
+    assert (moved[0] - moved[1]).abs().mean() > 0  # two drivers, two pictures
+
+
+def test_driver_inputs_give_each_motion_path_what_it_reads():
+    image = torch.rand(2, 3, 96, 96) * 2 - 1
+    driver = driver_inputs(CFG, image, None)
+    assert driver["pose_input"].shape[-1] == CFG.pose.input_size
+    assert driver["expression_input"].shape[-1] == CFG.expression.input_size
+    landmarks = CFG.model_copy(update={"motion_input": "landmarks"})
+    features = torch.randn(2, MOTION_FEATURES, dtype=torch.float64)
+    got = driver_inputs(landmarks, image, features)
+    assert list(got) == ["landmark_motion"] and got["landmark_motion"].dtype == torch.float32
+    with pytest.raises(ValueError, match="without landmark features"):
+        driver_inputs(landmarks, image, None)

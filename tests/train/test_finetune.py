@@ -54,3 +54,12 @@ def test_one_crop_is_not_enough(base, tmp_path: Path):
     with pytest.raises(FinetuneError, match="at least 2 crops"):
         finetune(cfg, crops[:1], ["a.png"], checkpoint, 1, tmp_path / "x.pt")
     assert not (tmp_path / "x.pt").exists()
+
+
+def test_landmark_motion_input_is_refused_before_anything_is_written(base, tmp_path: Path):
+    cfg, checkpoint, crops = base
+    landmarks = cfg.model_copy(update={"aligner": cfg.aligner.model_copy(
+        update={"motion_input": "landmarks"})})
+    with pytest.raises(FinetuneError, match="motion_input: landmarks"):
+        finetune(landmarks, crops, ["a.png", "b.png"], checkpoint, 1, tmp_path / "x.pt")
+    assert not (tmp_path / "x.pt").exists()

@@ -142,3 +142,16 @@ def test_stage_without_usable_videos_says_why_without_a_traceback(cfg: Config):
     assert run.returncode != 0
     assert "train_aligner: error: no video of split 'train'" in run.stderr
     assert "k=40" in run.stderr and "Traceback" not in run.stderr
+
+
+def test_aligner_stage_trains_the_landmark_motion_input_with_cross_pairs(cfg: Config,
+                                                                        tmp_path: Path):
+    landmarks = with_overrides(cfg, {"aligner.motion_input": "landmarks",
+                                     "aligner.loss.cross_identity": 1.0}, "test")
+    metrics = train_stage(landmarks, AlignerTask,
+                          StageOptions(checkpoint=tmp_path / "aligner.pt", reports=tmp_path,
+                                       track=False))
+    assert metrics["steps"] == 2 and metrics["step0"]["l1"] > 0
+    names = torch.load(tmp_path / "aligner.pt", weights_only=True)["generator"]
+    assert any(n.startswith("landmark_motion.") for n in names)
+    assert not any(n.startswith(("pose.", "expression.")) for n in names)
