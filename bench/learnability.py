@@ -220,6 +220,9 @@ def _print(report: dict) -> None:
           f"the MLP sees them {f['pose_code_spread_own_drivers']:.3f} / "
           f"{f['expression_code_spread_own_drivers']:.3f}; AdaIN parameters' spread over drivers "
           f"{f['adain_spread_over_drivers']:.4f} (size {f['adain_size']:.3f})")
+    print(f"the drivers' landmark motion features alone name their person: top-1 "
+          f"{f['landmark_person_top1']:.2f} (nearest centroid; chance "
+          f"{f['landmark_person_chance']:.2f})")
 
 
 if __name__ == "__main__":

@@ -11,7 +11,9 @@ frames of every person, and ask:
 * does I_A follow the driver? Its head-pose error against the driver beside the one against
   its own sources, and its mouth opening against the driver's;
 * how much does I_A change when only the sources change, and when only the driver does?
-* same-video reenactment of held-out frames: L1, SSIM, LPIPS.
+* same-video reenactment of held-out frames: L1, SSIM, LPIPS;
+* do the drivers' head pose and expression alone tell who they are? (``landmark_person_top1``:
+  if so, no motion input that carries the pose can be kept free of identity on these clips.)
 
 ``bench/learnability.py`` is the entry point (MLflow, reports); this module is the library.
 """
@@ -30,6 +32,7 @@ from heser import metrics
 from heser.data.shards import INDEX_NAME, read_index, write_index
 from heser.evaluate import Sample, load_samples, resized_rgb
 from heser.face.cropper import choose_face
+from heser.face.motion import motion_features
 from heser.face.types import FaceBackend
 from heser.imaging import from_uint8, resize, tile_grid, to_uint8
 from heser.nets.faceres import FaceRes
@@ -191,6 +194,31 @@ def code_spread(task: AlignerTask, people: list[Person]) -> dict[str, float]:
             "adain_size": float(np.mean(sizes))}
 
 
+def landmark_person_top1(people: list[Person]) -> dict[str, float]:
+    """How well a driver's landmark motion features (heser.face.motion) alone name its person:
+    each held-out driver against the mean features of every person's gallery (features
+    standardised over the galleries), nearest-centroid top-1, with its chance level. Near 1,
+    the clips' head pose and expression tell who is who, so any motion input that carries the
+    driver's pose can carry its identity too, whatever bottleneck it passes. nan when a
+    frame has no landmarks."""
+    def features(samples: list[Sample]) -> np.ndarray | None:
+        if any(s.landmarks is None for s in samples):
+            return None
+        return np.stack([motion_features(s.landmarks, s.image.shape[0]) for s in samples])
+
+    galleries = [features(p.gallery) for p in people]
+    drivers = [features(p.drivers) for p in people]
+    chance = 1 / len(people)
+    if any(f is None or not len(f) for f in galleries + drivers):
+        return {"landmark_person_top1": float("nan"), "landmark_person_chance": chance}
+    every = np.concatenate(galleries)
+    mean, std = every.mean(0), every.std(0) + 1e-6
+    centroids = np.stack([((g - mean) / std).mean(0) for g in galleries])
+    hits = [int(np.argmin(np.linalg.norm((d - mean) / std - centroids, axis=1))) == i
+            for i, found in enumerate(drivers) for d in found]
+    return {"landmark_person_top1": float(np.mean(hits)), "landmark_person_chance": chance}
+
+
 def sensitivities(animated: torch.Tensor) -> dict[str, float]:
     """Mean |change of I_A| ([-1, 1] units) when only the sources change (same driver, other
     person's sources) and when only the driver changes (same sources, another driver)."""
@@ -276,6 +304,7 @@ def measure(task: AlignerTask, people: list[Person], faceres: FaceRes, landmarks
     result.update(_same_video(animated, people, same, lpips_weights))
     result["same_video_l1_source_average"] = source_average_l1(people, animated.shape[-1])
     result.update(code_spread(task, people))
+    result.update(landmark_person_top1(people))
     return result, _grid(animated, people)
 
 

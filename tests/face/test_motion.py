@@ -13,7 +13,7 @@ POSE, EXPRESSION = slice(0, 9), slice(9, 16)
 MOUTH_OPENING, MOUTH_WIDTH = 9, 10
 
 
-def _face(scheme: str = "mediapipe468", mouth: float = 0.1) -> np.ndarray:
+def frontal_face(scheme: str = "mediapipe468", mouth: float = 0.1) -> np.ndarray:
     """Landmarks of an upright frontal face at the crop's centre (image y grows downwards):
     every point off in the scene, the ones the features read placed like a face's."""
     n = 468 if scheme == "mediapipe468" else 68
@@ -37,7 +37,7 @@ def _about_centre(marks: np.ndarray, matrix: np.ndarray) -> np.ndarray:
 
 
 def test_an_upright_frontal_face_reads_as_such():
-    features = motion_features(_face(), CROP)
+    features = motion_features(frontal_face(), CROP)
     assert features.shape == (MOTION_FEATURES,) and features.dtype == np.float32
     np.testing.assert_allclose(features[:6], [1, 0, 0, 0, -1, 0], atol=1e-6)  # x right, y up
     assert features[MOUTH_OPENING] == pytest.approx(6 / 60)  # lip gap over inter-ocular
@@ -46,14 +46,15 @@ def test_an_upright_frontal_face_reads_as_such():
 
 
 def test_opening_the_mouth_moves_the_mouth_opening_alone():
-    shut, open_ = motion_features(_face(mouth=0.05), CROP), motion_features(_face(mouth=0.4), CROP)
+    shut = motion_features(frontal_face(mouth=0.05), CROP)
+    open_ = motion_features(frontal_face(mouth=0.4), CROP)
     changed = np.flatnonzero(~np.isclose(shut, open_, atol=1e-6))
     assert changed.tolist() == [MOUTH_OPENING]
     assert open_[MOUTH_OPENING] > shut[MOUTH_OPENING]
 
 
 def test_a_head_turn_moves_the_rotation_and_leaves_the_expression():
-    face = _face(mouth=0.3)
+    face = frontal_face(mouth=0.3)
     turn = Rotation.from_euler("yxz", [25, -10, 15], degrees=True).as_matrix()
     still, turned = motion_features(face, CROP), motion_features(_about_centre(face, turn), CROP)
     np.testing.assert_allclose(turned[EXPRESSION], still[EXPRESSION], atol=1e-5)
@@ -62,7 +63,7 @@ def test_a_head_turn_moves_the_rotation_and_leaves_the_expression():
 
 
 def test_moving_and_scaling_the_face_in_the_crop_moves_place_and_size_alone():
-    face = _face(mouth=0.3)
+    face = frontal_face(mouth=0.3)
     still = motion_features(face, CROP)
     moved = motion_features(_about_centre(face, 1.5 * np.eye(3)) + [10, -20, 0], CROP)
     np.testing.assert_allclose(moved[EXPRESSION], still[EXPRESSION], atol=1e-5)
@@ -73,8 +74,8 @@ def test_moving_and_scaling_the_face_in_the_crop_moves_place_and_size_alone():
 
 
 def test_ibug68_landmarks_read_the_same_face_alike():
-    np.testing.assert_allclose(motion_features(_face("ibug68"), CROP),
-                               motion_features(_face(), CROP), atol=1e-5)
+    np.testing.assert_allclose(motion_features(frontal_face("ibug68"), CROP),
+                               motion_features(frontal_face(), CROP), atol=1e-5)
 
 
 @pytest.mark.parametrize("marks, match", [
@@ -88,7 +89,7 @@ def test_unusable_landmarks_fail_clearly(marks, match):
 
 
 def test_nan_landmarks_fail_clearly():
-    face = _face()
+    face = frontal_face()
     face[POINTS["mediapipe468"].chin] = np.nan
     with pytest.raises(ValueError, match="NaN"):
         motion_features(face, CROP)

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from scipy.spatial.transform import Rotation
 
 from heser.data.shards import INDEX_NAME, read_index, write_index
 from heser.evaluate import Sample
@@ -23,12 +24,14 @@ from heser.train.learnability import (
     Person,
     _retrieval,
     code_spread,
+    landmark_person_top1,
     mouth_opening,
     sensitivities,
     source_average_l1,
     subset_shards,
 )
 from tests.conftest import read_rgb
+from tests.face.test_motion import frontal_face
 from tests.train.test_gan import FACES, _batches, _tiny
 
 
@@ -88,6 +91,29 @@ def test_source_average_baseline_scores_the_sources_mean_frame_against_each_driv
     person = Person("a", [_frame(0), _frame(255)], [_frame(0), _frame(255)], [])
     assert source_average_l1([person], 4) == pytest.approx(1.0, abs=1e-3)
     assert source_average_l1([Person("b", [_frame(255)], [_frame(255)], [])], 4) == 0
+
+
+def _posed(yaw_deg: float) -> Sample:
+    """A frame whose landmarks are the synthetic face of tests/face/test_motion.py turned."""
+    turn = Rotation.from_euler("y", yaw_deg, degrees=True).as_matrix()
+    marks = (frontal_face() - [128, 128, 0]) @ turn.T + [128, 128, 0]
+    return Sample("k", "a", np.zeros((256, 256, 3), np.uint8), np.zeros((1, 1), np.uint8),
+                  marks.astype(np.float32))
+
+
+def test_landmark_person_top1_says_whether_the_pose_alone_names_the_person():
+    # a always faces left, b right: the pose names the person
+    apart = [Person("a", [], [_posed(-21), _posed(-19)], [_posed(-20), _posed(-22)]),
+             Person("b", [], [_posed(19), _posed(21)], [_posed(20), _posed(22)])]
+    assert landmark_person_top1(apart) == {"landmark_person_top1": 1.0,
+                                           "landmark_person_chance": 0.5}
+    # the held-out drivers turned the other way from their own training frames
+    mixed = [Person("a", [], [_posed(19), _posed(21)], [_posed(-20), _posed(-22)]),
+             Person("b", [], [_posed(-19), _posed(-21)], [_posed(20), _posed(22)])]
+    assert landmark_person_top1(mixed)["landmark_person_top1"] == 0.0
+    no_marks = [Person("a", [], [_frame(0)], [_frame(0)]), Person("b", [], [_frame(0)],
+                                                                  [_frame(0)])]
+    assert np.isnan(landmark_person_top1(no_marks)["landmark_person_top1"])
 
 
 def test_code_spread_sees_codes_that_cannot_reach_the_renderer(tmp_path: Path):
