@@ -42,6 +42,7 @@ from heser.train.aligner import AlignerTask
 from heser.train.checkpoint import load_checkpoint
 from heser.train.learnability import (
     DEFAULT_IDENTITIES,
+    ROLL_DEG,
     Landmarks,
     load_people,
     measure,
@@ -220,6 +221,9 @@ def _print(report: dict) -> None:
           f"the MLP sees them {f['pose_code_spread_own_drivers']:.3f} / "
           f"{f['expression_code_spread_own_drivers']:.3f}; AdaIN parameters' spread over drivers "
           f"{f['adain_spread_over_drivers']:.4f} (size {f['adain_size']:.3f})")
+    print(f"a held-out driver turned {ROLL_DEG:g} deg each way in the image plane: the two I_A "
+          f"differ by {f['roll_followed_deg']:.1f} deg, the two drivers by "
+          f"{f['roll_given_deg']:.1f} (roll following {f['roll_following']:.2f}; 1 follows)")
     print(f"the drivers' landmark motion features alone name their person: top-1 "
           f"{f['landmark_person_top1']:.2f} (nearest centroid; chance "
           f"{f['landmark_person_chance']:.2f})")

@@ -170,6 +170,7 @@ class PoseAugment(_Strict):
     color: float = Field(ge=0, le=1)
     grayscale: float = Field(ge=0, le=1)  # probability
     blur: float = Field(ge=0, le=0.1)  # largest Gaussian sigma, as a fraction of the side
+    warp_target: bool  # landmark motion input: I_T and its landmarks warped alike
 
 
 class PerceptualChoice(_Strict):
@@ -243,6 +244,10 @@ class Aligner(_Strict):
         if self.motion_input == "landmarks" and self.loss.cross_motion > 0:
             raise ValueError("aligner.loss.cross_motion compares E_pose/E_exp codes of images, "
                              "which aligner.motion_input: landmarks does not have; set it to 0")
+        if self.augment.warp_target and self.motion_input != "landmarks":
+            raise ValueError("aligner.augment.warp_target warps I_T with its landmarks; it needs "
+                             "aligner.motion_input: landmarks (A already warps the images' "
+                             "pose path)")
         return self
 
 

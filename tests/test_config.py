@@ -44,6 +44,7 @@ def test_paper_profile_overrides_crop_size():
         ({"aligner.motion_input": "landmarks", "aligner.loss.cross_motion": 1.0},
          "cross_motion compares E_pose/E_exp codes"),
         ({"aligner.motion_input": "mesh"}, "aligner.motion_input"),
+        ({"aligner.augment.warp_target": True}, "warp_target warps I_T with its landmarks"),
     ],
 )
 def test_bad_values_are_named(overrides, message):

@@ -59,6 +59,23 @@ def warp_similarity(images: torch.Tensor, angles_deg: torch.Tensor, scales: torc
                          align_corners=False)
 
 
+def similarity_points(points: torch.Tensor, angles_deg: torch.Tensor, scales: torch.Tensor,
+                      shifts: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Where ``warp_similarity`` moves points [B, N, 2|3] (x, y, optional z) in pixel-index
+    coordinates (pixel (0, 0)'s centre at 0, as the crops' landmarks are): the same rotation
+    about the image centre, scale and shift; a z column is scaled like x and y, as the crop
+    transforms landmarks (heser.face.align.transform_points)."""
+    rad = torch.deg2rad(angles_deg).to(points.dtype)
+    cos, sin = torch.cos(rad), torch.sin(rad)
+    # counter-clockwise on screen, with y pointing down
+    rotation = torch.stack([torch.stack([cos, sin], -1), torch.stack([-sin, cos], -1)], -2)
+    centre = points.new_tensor([(width - 1) / 2, (height - 1) / 2])
+    scales = scales.to(points.dtype).view(-1, 1, 1)
+    moved = (points[..., :2] - centre) @ rotation.transpose(-1, -2) * scales + centre
+    moved = moved + shifts.to(points.dtype).unsqueeze(1) * points.new_tensor([width, height])
+    return torch.cat([moved, points[..., 2:] * scales], -1)
+
+
 def jitter_colors(images: torch.Tensor, generator: torch.Generator,
                   strength: float) -> torch.Tensor:
     """Per-image brightness, contrast and saturation factors in [1 - s, 1 + s] and a hue
@@ -121,6 +138,21 @@ def strip_appearance(images: torch.Tensor, generator: torch.Generator, grayscale
     return torch.cat(out)
 
 
+def draw_similarity(generator: torch.Generator, images: torch.Tensor, max_rotation_deg: float,
+                    max_scale: float, max_shift: float
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Random (angles [B], scales [B], shifts [B, 2]) for ``warp_similarity`` of ``images``:
+    rotation in [-max_rotation_deg, max_rotation_deg], scale in [1 - max_scale,
+    1 + max_scale], shift in [-max_shift, max_shift] of the side per axis."""
+    if not 0 <= max_scale < 1:
+        raise ValueError(f"max_scale must be in [0, 1), got {max_scale}")
+    b = images.shape[0]
+    angles = _uniform(generator, (b,), max_rotation_deg, images)
+    scales = 1 + _uniform(generator, (b,), max_scale, images)
+    shifts = _uniform(generator, (b, 2), max_shift, images)
+    return angles, scales, shifts
+
+
 def pose_augment(images: torch.Tensor, generator: torch.Generator, max_rotation_deg: float,
                  max_scale: float, max_shift: float, color_jitter: float,
                  padding_mode: str = "reflection", grayscale_p: float = 0.0,
@@ -132,12 +164,8 @@ def pose_augment(images: torch.Tensor, generator: torch.Generator, max_rotation_
     shift in [-max_shift, max_shift] of the side per axis, colour jitter of strength
     ``color_jitter`` (see ``jitter_colors``). All zero returns the images (up to rounding).
     """
-    if not 0 <= max_scale < 1:
-        raise ValueError(f"max_scale must be in [0, 1), got {max_scale}")
-    b = images.shape[0]
-    angles = _uniform(generator, (b,), max_rotation_deg, images)
-    scales = 1 + _uniform(generator, (b,), max_scale, images)
-    shifts = _uniform(generator, (b, 2), max_shift, images)
+    angles, scales, shifts = draw_similarity(generator, images, max_rotation_deg, max_scale,
+                                             max_shift)
     warped = warp_similarity(images, angles, scales, shifts, padding_mode)
     jittered = jitter_colors(warped, generator, color_jitter)
     return strip_appearance(jittered, generator, grayscale_p, max_blur)

@@ -21,7 +21,12 @@ from skimage.metrics import structural_similarity
 from torch import Tensor, nn
 
 from heser.config import Config
-from heser.data.augment import pose_augment
+from heser.data.augment import (
+    draw_similarity,
+    pose_augment,
+    similarity_points,
+    warp_similarity,
+)
 from heser.face.motion import motion_features
 from heser.imaging import resize, tile_grid, to_unit
 from heser.losses import aligner_generator_losses, cross_reenactment_losses
@@ -84,9 +89,12 @@ class AlignerTask:
         b, k = sources.shape[:2]
         with torch.no_grad():
             identity_codes = self.identity(sources.flatten(0, 1)).view(b, k, -1)
+        landmarks = batch.get("target_landmarks")
         if augment:
             gens = episode_generators(self.a.train.seed, step, list(batch["target_key"]))
             aug = self.a.augment
+            if aug.warp_target:
+                target, landmarks = self.warp_target(target, landmarks, gens)
             posed = torch.cat([pose_augment(target[i:i + 1], g, aug.rotation_deg, aug.scale,
                                             aug.shift, aug.color, grayscale_p=aug.grayscale,
                                             max_blur=aug.blur) for i, g in enumerate(gens)])
@@ -96,7 +104,7 @@ class AlignerTask:
         inputs = {
             "sources": resize(sources.flatten(0, 1), size).view(b, k, 3, size, size),
             "identity_codes": identity_codes,
-            "driver": driver_inputs(self.a, posed, self.landmark_motion(batch, target)),
+            "driver": driver_inputs(self.a, posed, self.landmark_motion(landmarks, target)),
             "target": resize(target, size),
         }
         loss = self.a.loss
@@ -107,17 +115,33 @@ class AlignerTask:
                 inputs["cross_drivers"] = torch.tensor(drivers, device=self.device)
         return inputs
 
-    def landmark_motion(self, batch: Batch, target: Tensor) -> Tensor | None:
+    def landmark_motion(self, landmarks: Tensor | None, target: Tensor) -> Tensor | None:
         """The targets' landmark features (heser.face.motion) when the motion path reads
-        them; the landmarks are the unaugmented target's, the pose I_A must take."""
+        them: the landmarks of I_T as I_A must rebuild it, not of A(I_T)."""
         if self.a.motion_input != "landmarks":
             return None
-        if "target_landmarks" not in batch:
+        if landmarks is None:
             raise ValueError("aligner.motion_input is landmarks but the batch has no "
                              "target_landmarks (KShotEpisodes(..., landmarks=True))")
         crop = target.shape[-1]
         return torch.from_numpy(np.stack([motion_features(marks, crop) for marks in
-                                          np.asarray(batch["target_landmarks"])]))
+                                          np.asarray(landmarks.cpu())]))
+
+    def warp_target(self, target: Tensor, landmarks: Tensor | None,
+                    gens: list[torch.Generator]) -> tuple[Tensor, Tensor]:
+        """I_T and its landmarks moved by one random similarity per episode (A's ranges;
+        ``augment.warp_target``, beyond the paper): the driver's roll, place and size then
+        vary apart from who it is, and I_A must follow them to rebuild I_T."""
+        if landmarks is None:
+            raise ValueError("aligner.augment.warp_target needs the batch's target_landmarks")
+        aug = self.a.augment
+        draws = [draw_similarity(g, target[i:i + 1], aug.rotation_deg, aug.scale, aug.shift)
+                 for i, g in enumerate(gens)]
+        angles, scales, shifts = (torch.cat(parts) for parts in zip(*draws))
+        height, width = target.shape[-2:]
+        return (warp_similarity(target, angles, scales, shifts),
+                similarity_points(landmarks.to(target.device, torch.float32), angles, scales,
+                                  shifts, height, width))
 
     def motion_codes(self, images: Tensor) -> Tensor:
         """[E_pose, E_exp] codes of unaugmented images (the bare image encoders)."""

@@ -12,6 +12,8 @@ frames of every person, and ask:
   its own sources, and its mouth opening against the driver's;
 * how much does I_A change when only the sources change, and when only the driver does?
 * same-video reenactment of held-out frames: L1, SSIM, LPIPS;
+* does I_A follow a head roll? A held-out driver of the person's own video, turned in the
+  image plane both ways, drives its sources (``roll_following``: no identity in play);
 * do the drivers' head pose and expression alone tell who they are? (``landmark_person_top1``:
   if so, no motion input that carries the pose can be kept free of identity on these clips.)
 
@@ -29,6 +31,7 @@ import numpy as np
 import torch
 
 from heser import metrics
+from heser.data.augment import similarity_points, warp_similarity
 from heser.data.shards import INDEX_NAME, read_index, write_index
 from heser.evaluate import Sample, load_samples, resized_rgb
 from heser.face.cropper import choose_face
@@ -42,6 +45,7 @@ from heser.train.aligner import AlignerTask
 # interview and a LivePortrait driving clip (glasses, curly hair).
 DEFAULT_IDENTITIES = ("mead_W009", "mead_M030", "hdtf_aoc", "lp_d12_asian_man_curly_glasses")
 TRAIN, HELD_OUT = "train", "val"  # the split names the subset's index uses
+ROLL_DEG = 8.0  # the roll test's in-plane turn each way: A's default rotation range
 # mediapipe468: inner-lip midpoints (upper, lower) and the outer eye corners
 _INNER_LIPS, _EYE_CORNERS = (13, 14), (33, 263)
 
@@ -254,6 +258,50 @@ def mouth_opening(landmarks: np.ndarray, scheme: str) -> float:
     return float(gap / np.linalg.norm(landmarks[left, :2] - landmarks[right, :2]))
 
 
+@torch.no_grad()
+def roll_following(task: AlignerTask, people: list[Person], landmarks: Landmarks,
+                   roll_deg: float = ROLL_DEG) -> dict[str, float]:
+    """Does I_A follow a head roll? Each person's first held-out driver turned in the image
+    plane by +roll_deg and by -roll_deg (the picture and its landmarks alike) drives that
+    person's own sources, so no identity is in play: the rotation between the two I_A
+    (``roll_followed_deg``, from landmarks found on them) beside the one between the two
+    turned drivers found the same way (``roll_given_deg``, about 2 * roll_deg).
+    ``roll_following`` is their ratio: 1 follows the roll, 0 ignores it."""
+    given, followed = [], []
+    task.generator.eval()
+    try:
+        for person in people:
+            driver = person.drivers[0]
+            image = from_uint8(driver.image)[None]
+            found_driver, found_animated = [], []
+            for sign in (1.0, -1.0):
+                angle = torch.tensor([sign * roll_deg])
+                scale, shift = torch.ones(1), torch.zeros(1, 2)
+                picture = warp_similarity(image, angle, scale, shift)
+                batch = {"sources": _tensor(person.sources)[None], "target": picture,
+                         "target_key": [driver.key]}
+                if driver.landmarks is not None:
+                    marks = torch.from_numpy(driver.landmarks)[None]
+                    batch["target_landmarks"] = similarity_points(marks, angle, scale, shift,
+                                                                  *image.shape[-2:])
+                inputs = task.prepare(batch, 0, augment=False)
+                animated = task.fake(inputs, task.generator)["image"].float().cpu()
+                crop = driver.image.shape[0]
+                found_driver.append(landmarks(to_uint8(picture[0])))
+                found_animated.append(landmarks(resized_rgb(to_uint8(animated[0]), crop)))
+            if None not in found_driver:
+                given.append(metrics.pose_error_deg(found_driver[0][0], found_driver[1][0]))
+            if None not in found_animated:
+                followed.append(metrics.pose_error_deg(found_animated[0][0],
+                                                       found_animated[1][0]))
+    finally:
+        task.generator.train()
+    given_deg = float(np.mean(given or [np.nan]))
+    followed_deg = float(np.mean(followed or [np.nan]))
+    return {"roll_given_deg": given_deg, "roll_followed_deg": followed_deg,
+            "roll_following": followed_deg / given_deg}
+
+
 def _retrieval(descriptors: np.ndarray, people: list[Person], galleries: dict[str, np.ndarray],
                same: np.ndarray) -> dict[str, float]:
     """Top-1 of the sources' identity over cross pairs (row person != driver person) and over
@@ -305,6 +353,7 @@ def measure(task: AlignerTask, people: list[Person], faceres: FaceRes, landmarks
     result["same_video_l1_source_average"] = source_average_l1(people, animated.shape[-1])
     result.update(code_spread(task, people))
     result.update(landmark_person_top1(people))
+    result.update(roll_following(task, people, landmarks))
     return result, _grid(animated, people)
 
 

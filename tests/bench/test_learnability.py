@@ -25,7 +25,8 @@ FIGURES = {"faceres_cross_top1", "faceres_chance", "faceres_cross_driver_share",
            "eid_cross_top1", "change_sources_only", "change_driver_only",
            "pose_error_to_driver_deg", "pose_error_to_sources_deg", "mouth_opening_correlation",
            "same_video_l1", "same_video_ssim", "same_video_lpips", "face_found",
-           "same_video_l1_source_average", "portrait_code_spread", "adain_spread_over_drivers"}
+           "same_video_l1_source_average", "portrait_code_spread", "adain_spread_over_drivers",
+           "landmark_person_top1", "roll_given_deg", "roll_followed_deg", "roll_following"}
 
 
 @pytest.fixture(scope="module")
@@ -61,6 +62,8 @@ def test_dry_run_reports_every_figure(cfg: Config, tmp_path: Path):
     report = _bench(cfg, tmp_path, "--dry-run")
     assert set(report["figures"]) >= FIGURES
     assert report["figures"]["faceres_chance"] == 0.25
+    # the roll test's drivers, turned 8 degrees each way, measure about 16 degrees apart
+    assert 12 < report["figures"]["roll_given_deg"] < 20
     assert (tmp_path / "out" / "grid.png").exists()
     assert (tmp_path / "out" / "aligner.pt").exists()  # --resume can train it further
 

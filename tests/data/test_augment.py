@@ -13,6 +13,7 @@ from heser.data.augment import (
     gaussian_blur,
     jitter_colors,
     pose_augment,
+    similarity_points,
     strip_appearance,
     warp_similarity,
 )
@@ -79,6 +80,18 @@ def test_similarity_moves_a_dot_where_expected(angle, scale, shift, expected):
     out = warp_similarity(image, torch.tensor([float(angle)]), torch.tensor([float(scale)]),
                           torch.tensor([shift], dtype=torch.float32), "border")
     assert _centroid(out[0]) == pytest.approx(expected, abs=0.3)
+
+
+@pytest.mark.parametrize(("angle", "scale", "shift"), [
+    (90, 1, (0, 0)), (30, 1, (0, 0)), (-20, 1.3, (0.1, -0.05)), (8, 0.9, (-0.05, 0.05))])
+def test_points_move_with_the_picture(angle, scale, shift):
+    image = _dot(64, 80, 20, 50)  # rows, columns: a non-square picture, the dot off centre
+    args = (torch.tensor([float(angle)]), torch.tensor([float(scale)]),
+            torch.tensor([shift], dtype=torch.float32))
+    row, col = _centroid(warp_similarity(image, *args, "border")[0])
+    x, y, z = similarity_points(torch.tensor([[[50.0, 20.0, 4.0]]]), *args, 64, 80)[0, 0]
+    assert (float(y), float(x)) == pytest.approx((row, col), abs=0.3)
+    assert float(z) == pytest.approx(4.0 * scale)
 
 
 def test_rotation_is_in_pixels_on_non_square_images():

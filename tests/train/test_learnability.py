@@ -15,9 +15,10 @@ from scipy.spatial.transform import Rotation
 
 from heser.data.shards import INDEX_NAME, read_index, write_index
 from heser.evaluate import Sample
+from heser.face.motion import motion_features
 from heser.train.aligner import AlignerTask, cross_pairs, frozen
 from heser.train.distributed import DistInfo
-from heser.train.gan import GanTrainer
+from heser.train.gan import GanTrainer, episode_generators
 from heser.train.learnability import (
     HELD_OUT,
     TRAIN,
@@ -182,3 +183,40 @@ def test_a_training_step_with_cross_terms_trains_on_cross_pairs(tmp_path: Path):
     # off by default (the paper's recipe): no cross pairs, and nothing extra in the step
     plain = AlignerTask(_tiny(tmp_path / "plain"), torch.device("cpu"))
     assert "cross_drivers" not in plain.prepare(batch, 0)
+
+
+def _landmark_task(tmp_path: Path) -> AlignerTask:
+    torch.manual_seed(0)
+    return AlignerTask(_tiny(tmp_path, **{"aligner.motion_input": "landmarks",
+                                          "aligner.augment.warp_target": True,
+                                          "aligner.augment.rotation_deg": 30,
+                                          "aligner.augment.shift": 0.1}), torch.device("cpu"))
+
+
+def test_warp_target_moves_the_target_and_its_landmarks_alike(tmp_path: Path):
+    task = _landmark_task(tmp_path)
+    target = torch.full((2, 3, 64, 64), -1.0)
+    target[:, :, 20, 40] = 1.0  # a white dot at landmark 0: x 40, y 20
+    marks = torch.zeros(2, 468, 3)
+    marks[:, 0] = torch.tensor([40.0, 20.0, 0.0])
+    warped, moved = task.warp_target(target, marks, episode_generators(0, 1, ["a", "b"]))
+    assert not torch.equal(warped, target) and not torch.equal(moved[0], moved[1])
+    rows, cols = torch.meshgrid(torch.arange(64.0), torch.arange(64.0), indexing="ij")
+    for picture, points in zip(warped, moved):
+        weight = (picture[0] + 1) / 2
+        found = [float((weight * axis).sum() / weight.sum()) for axis in (cols, rows)]
+        assert found == pytest.approx(points[0, :2].tolist(), abs=0.5)
+
+
+def test_the_landmark_driver_is_the_warped_target_in_training_and_as_is_otherwise(
+        tmp_path: Path):
+    task = _landmark_task(tmp_path)
+    batch = _batches(1)[0]
+    marks = torch.from_numpy(frontal_face()[None] / 4).float().expand(4, -1, -1)  # 256 -> 64 px
+    batch["target_landmarks"] = marks
+    plain = task.prepare(batch, 1, augment=False)["driver"]["landmark_motion"]
+    as_is = torch.from_numpy(np.stack([motion_features(m, 64) for m in marks.numpy()]))
+    torch.testing.assert_close(plain, as_is)
+    trained = task.prepare(batch, 1)
+    assert not torch.allclose(trained["driver"]["landmark_motion"], as_is, atol=1e-3)
+    assert not torch.allclose(trained["target"], task.prepare(batch, 1, augment=False)["target"])
