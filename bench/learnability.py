@@ -8,8 +8,9 @@ the sample, then measure whether I_A keeps the sources' identity and follows the
 
 Writes <out>/learnability.json (the figures, the overrides, the steps and seconds),
 <out>/aligner.pt (the trained checkpoint, ~100 MB at the default sizes, for --resume),
-<out>/grid.png (header: the drivers; rows: a source, then I_A per driver) and the training
-reports under <out>/train/, and logs all of it as one run of the MLflow experiment
+<out>/grid.png (header: the drivers; rows: a source, then I_A per driver), <out>/roll.png
+(the roll test; rows: a person's held-out driver turned -8 and +8 degrees, then I_A of each)
+and the training reports under <out>/train/, and logs all of it as one run of the MLflow experiment
 ``heser-learnability``. The data is the DVC pipeline's shards (data/shards): run
 `dvc repro shard` first.
 """
@@ -173,14 +174,15 @@ def _measure(cfg: Config, args: argparse.Namespace, identities: tuple[str, ...],
     people = load_people(subset, identities, cfg.aligner.k, 1 if args.dry_run else args.drivers,
                          2 if args.dry_run else 16)
     landmarks = Landmarks(make_face_backend(cfg, weights), cfg.crop.size)
-    figures, grid = measure(task, people, load_faceres(weights).to(device), landmarks,
-                            weights / LPIPS_WEIGHTS)
+    figures, pictures = measure(task, people, load_faceres(weights).to(device), landmarks,
+                                weights / LPIPS_WEIGHTS)
     report = {"identities": list(identities), "overrides": overrides, "steps": state["step"],
               "train_seconds": None if seconds is None else round(seconds, 1),
               "device": str(device), "figures": figures}
     with atomic_path(out / "learnability.json") as tmp:  # no half-written report
         tmp.write_text(json.dumps(report, indent=2) + "\n")
-    save_png(out / "grid.png", grid)
+    for name, picture in pictures.items():
+        save_png(out / f"{name}.png", picture)
     _log(cfg, args.name, report, out)
     _print(report)
 
@@ -194,6 +196,7 @@ def _log(cfg: Config, name: str, report: dict, out: Path) -> None:
     if report["train_seconds"] is not None:
         tracker.metrics({"train_seconds": report["train_seconds"]}, report["steps"])
     tracker.artifact(out / "grid.png", "samples")
+    tracker.artifact(out / "roll.png", "samples")
     tracker.artifact(out / "learnability.json", "reports")
     tracker.end()
 

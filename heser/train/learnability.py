@@ -260,20 +260,21 @@ def mouth_opening(landmarks: np.ndarray, scheme: str) -> float:
 
 @torch.no_grad()
 def roll_following(task: AlignerTask, people: list[Person], landmarks: Landmarks,
-                   roll_deg: float = ROLL_DEG) -> dict[str, float]:
+                   roll_deg: float = ROLL_DEG) -> tuple[dict[str, float], np.ndarray]:
     """Does I_A follow a head roll? Each person's first held-out driver turned in the image
     plane by +roll_deg and by -roll_deg (the picture and its landmarks alike) drives that
     person's own sources, so no identity is in play: the rotation between the two I_A
     (``roll_followed_deg``, from landmarks found on them) beside the one between the two
     turned drivers found the same way (``roll_given_deg``, about 2 * roll_deg).
-    ``roll_following`` is their ratio: 1 follows the roll, 0 ignores it."""
-    given, followed = [], []
+    ``roll_following`` is their ratio: 1 follows the roll, 0 ignores it. The picture: a row
+    per person of the two turned drivers, then the two I_A."""
+    given, followed, rows = [], [], []
     task.generator.eval()
     try:
         for person in people:
             driver = person.drivers[0]
             image = from_uint8(driver.image)[None]
-            found_driver, found_animated = [], []
+            found_driver, found_animated, row = [], [], []
             for sign in (1.0, -1.0):
                 angle = torch.tensor([sign * roll_deg])
                 scale, shift = torch.ones(1), torch.zeros(1, 2)
@@ -286,9 +287,11 @@ def roll_following(task: AlignerTask, people: list[Person], landmarks: Landmarks
                                                                   *image.shape[-2:])
                 inputs = task.prepare(batch, 0, augment=False)
                 animated = task.fake(inputs, task.generator)["image"].float().cpu()
+                row += [resize(picture, animated.shape[-1]), animated]
                 crop = driver.image.shape[0]
                 found_driver.append(landmarks(to_uint8(picture[0])))
                 found_animated.append(landmarks(resized_rgb(to_uint8(animated[0]), crop)))
+            rows.append([row[0], row[2], row[1], row[3]])  # drivers -, +; I_A -, +
             if None not in found_driver:
                 given.append(metrics.pose_error_deg(found_driver[0][0], found_driver[1][0]))
             if None not in found_animated:
@@ -298,8 +301,9 @@ def roll_following(task: AlignerTask, people: list[Person], landmarks: Landmarks
         task.generator.train()
     given_deg = float(np.mean(given or [np.nan]))
     followed_deg = float(np.mean(followed or [np.nan]))
-    return {"roll_given_deg": given_deg, "roll_followed_deg": followed_deg,
-            "roll_following": followed_deg / given_deg}
+    figures = {"roll_given_deg": given_deg, "roll_followed_deg": followed_deg,
+               "roll_following": followed_deg / given_deg}
+    return figures, tile_grid([torch.cat(column) for column in zip(*rows)], len(rows))
 
 
 def _retrieval(descriptors: np.ndarray, people: list[Person], galleries: dict[str, np.ndarray],
@@ -325,8 +329,9 @@ def _retrieval(descriptors: np.ndarray, people: list[Person], galleries: dict[st
 
 
 def measure(task: AlignerTask, people: list[Person], faceres: FaceRes, landmarks: Landmarks,
-            lpips_weights: Path) -> tuple[dict[str, float], np.ndarray]:
-    """The check's figures (see the module docstring) and its sample grid."""
+            lpips_weights: Path) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    """The check's figures (see the module docstring) and its pictures: ``grid`` (the cross
+    reenactment) and ``roll`` (the roll test)."""
     animated = reenact(task, people)
     n_people, n_columns = animated.shape[:2]
     drivers_per = n_columns // n_people
@@ -353,8 +358,9 @@ def measure(task: AlignerTask, people: list[Person], faceres: FaceRes, landmarks
     result["same_video_l1_source_average"] = source_average_l1(people, animated.shape[-1])
     result.update(code_spread(task, people))
     result.update(landmark_person_top1(people))
-    result.update(roll_following(task, people, landmarks))
-    return result, _grid(animated, people)
+    roll, roll_picture = roll_following(task, people, landmarks)
+    result.update(roll)
+    return result, {"grid": _grid(animated, people), "roll": roll_picture}
 
 
 def source_average_l1(people: list[Person], size: int) -> float:

@@ -64,7 +64,7 @@ def test_dry_run_reports_every_figure(cfg: Config, tmp_path: Path):
     assert report["figures"]["faceres_chance"] == 0.25
     # the roll test's drivers, turned 8 degrees each way, measure about 16 degrees apart
     assert 12 < report["figures"]["roll_given_deg"] < 20
-    assert (tmp_path / "out" / "grid.png").exists()
+    assert (tmp_path / "out" / "grid.png").exists() and (tmp_path / "out" / "roll.png").exists()
     assert (tmp_path / "out" / "aligner.pt").exists()  # --resume can train it further
 
 
