@@ -104,7 +104,8 @@ class AlignerTask:
         inputs = {
             "sources": resize(sources.flatten(0, 1), size).view(b, k, 3, size, size),
             "identity_codes": identity_codes,
-            "driver": driver_inputs(self.a, posed, self.landmark_motion(landmarks, target)),
+            "driver": driver_inputs(self.a, posed, self.landmark_motion(
+                landmarks, target, list(batch["target_key"]))),
             "target": resize(target, size),
         }
         loss = self.a.loss
@@ -115,7 +116,8 @@ class AlignerTask:
                 inputs["cross_drivers"] = torch.tensor(drivers, device=self.device)
         return inputs
 
-    def landmark_motion(self, landmarks: Tensor | None, target: Tensor) -> Tensor | None:
+    def landmark_motion(self, landmarks: Tensor | None, target: Tensor,
+                        keys: list[str]) -> Tensor | None:
         """The targets' landmark features (heser.face.motion) when the motion path reads
         them: the landmarks of I_T as I_A must rebuild it, not of A(I_T)."""
         if self.a.motion_input != "landmarks":
@@ -123,9 +125,13 @@ class AlignerTask:
         if landmarks is None:
             raise ValueError("aligner.motion_input is landmarks but the batch has no "
                              "target_landmarks (KShotEpisodes(..., landmarks=True))")
-        crop = target.shape[-1]
-        return torch.from_numpy(np.stack([motion_features(marks, crop) for marks in
-                                          np.asarray(landmarks.cpu())]))
+        crop, features = target.shape[-1], []
+        for key, marks in zip(keys, np.asarray(landmarks.cpu())):
+            try:
+                features.append(motion_features(marks, crop))
+            except ValueError as error:  # name the frame, not just the problem
+                raise ValueError(f"{key}: {error}") from error
+        return torch.from_numpy(np.stack(features))
 
     def warp_target(self, target: Tensor, landmarks: Tensor | None,
                     gens: list[torch.Generator]) -> tuple[Tensor, Tensor]:

@@ -220,3 +220,13 @@ def test_the_landmark_driver_is_the_warped_target_in_training_and_as_is_otherwis
     trained = task.prepare(batch, 1)
     assert not torch.allclose(trained["driver"]["landmark_motion"], as_is, atol=1e-3)
     assert not torch.allclose(trained["target"], task.prepare(batch, 1, augment=False)["target"])
+
+
+def test_unusable_target_landmarks_name_their_frame(tmp_path: Path):
+    task = _landmark_task(tmp_path)
+    batch = _batches(1)[0]
+    marks = torch.from_numpy(frontal_face()[None] / 4).float().repeat(4, 1, 1)
+    marks[2] = float("nan")
+    batch["target_landmarks"] = marks
+    with pytest.raises(ValueError, match=batch["target_key"][2] + ": landmarks contain NaN"):
+        task.prepare(batch, 1, augment=False)
