@@ -9,7 +9,9 @@ the sample, then measure whether I_A keeps the sources' identity and follows the
 Writes <out>/learnability.json (the figures, the overrides, the steps and seconds),
 <out>/aligner.pt (the trained checkpoint, ~100 MB at the default sizes, for --resume),
 <out>/grid.png (header: the drivers; rows: a source, then I_A per driver), <out>/roll.png
-(the roll test; rows: a person's held-out driver turned -8 and +8 degrees, then I_A of each)
+(the roll test; rows: a person's held-out driver turned -8 and +8 degrees, then I_A of each),
+<out>/mouth.png (the mouth test; rows: the person's held-out frames with the most closed and the
+most open mouth, then I_A of each)
 and the training reports under <out>/train/, and logs all of it as one run of the MLflow experiment
 ``heser-learnability``. The data is the DVC pipeline's shards (data/shards): run
 `dvc repro shard` first.
@@ -183,11 +185,11 @@ def _measure(cfg: Config, args: argparse.Namespace, identities: tuple[str, ...],
         tmp.write_text(json.dumps(report, indent=2) + "\n")
     for name, picture in pictures.items():
         save_png(out / f"{name}.png", picture)
-    _log(cfg, args.name, report, out)
+    _log(cfg, args.name, report, out, list(pictures))
     _print(report)
 
 
-def _log(cfg: Config, name: str, report: dict, out: Path) -> None:
+def _log(cfg: Config, name: str, report: dict, out: Path, pictures: list[str]) -> None:
     tracker = Tracker(EXPERIMENT, run_name("learnability", name),
                       {"identities": ",".join(report["identities"]), "steps": report["steps"],
                        **{k: v for k, v in report["overrides"].items()},
@@ -195,8 +197,8 @@ def _log(cfg: Config, name: str, report: dict, out: Path) -> None:
     tracker.metrics({k: float(v) for k, v in report["figures"].items()}, report["steps"])
     if report["train_seconds"] is not None:
         tracker.metrics({"train_seconds": report["train_seconds"]}, report["steps"])
-    tracker.artifact(out / "grid.png", "samples")
-    tracker.artifact(out / "roll.png", "samples")
+    for picture in pictures:
+        tracker.artifact(out / f"{picture}.png", "samples")
     tracker.artifact(out / "learnability.json", "reports")
     tracker.end()
 
@@ -214,8 +216,11 @@ def _print(report: dict) -> None:
     print(f"pose error to the driver {f['pose_error_to_driver_deg']:.1f} deg, to the sources "
           f"{f['pose_error_to_sources_deg']:.1f} deg; expression error to the driver "
           f"{f['expression_error_to_driver']:.3f}, to the sources "
-          f"{f['expression_error_to_sources']:.3f}; mouth-opening correlation with the driver "
-          f"{f['mouth_opening_correlation']:.2f} (faces found in {f['face_found']:.0%} of I_A)")
+          f"{f['expression_error_to_sources']:.3f}; the driver itself to the sources: pose "
+          f"{f['pose_error_driver_to_sources_deg']:.1f} deg, expression "
+          f"{f['expression_error_driver_to_sources']:.3f}; mouth-opening correlation with the "
+          f"driver {f['mouth_opening_correlation']:.2f} (faces found in {f['face_found']:.0%} "
+          "of I_A)")
     print(f"same-video reenactment of held-out frames: L1 {f['same_video_l1']:.3f}, SSIM "
           f"{f['same_video_ssim']:.3f}, LPIPS {f['same_video_lpips']:.3f} (L1 of the sources' "
           f"average frame, ignoring the driver: {f['same_video_l1_source_average']:.3f})")
@@ -227,6 +232,9 @@ def _print(report: dict) -> None:
     print(f"a held-out driver turned {ROLL_DEG:g} deg each way in the image plane: the two I_A "
           f"differ by {f['roll_followed_deg']:.1f} deg, the two drivers by "
           f"{f['roll_given_deg']:.1f} (roll following {f['roll_following']:.2f}; 1 follows)")
+    print(f"a person's own held-out frames, mouth most closed and most open: I_A's mouth "
+          f"opens by {f['mouth_followed']:.3f}, the drivers' by {f['mouth_given']:.3f} (mouth "
+          f"following {f['mouth_following']:.2f}; 1 follows)")
     print(f"the drivers' landmark motion features alone name their person: top-1 "
           f"{f['landmark_person_top1']:.2f} (nearest centroid; chance "
           f"{f['landmark_person_chance']:.2f})")

@@ -14,6 +14,9 @@ frames of every person, and ask:
 * same-video reenactment of held-out frames: L1, SSIM, LPIPS;
 * does I_A follow a head roll? A held-out driver of the person's own video, turned in the
   image plane both ways, drives its sources (``roll_following``: no identity in play);
+* does I_A open its mouth when the driver does? The held-out frames of the person's own video
+  with the most closed and the most open mouth drive its sources (``mouth_following``: no
+  identity in play);
 * do the drivers' head pose and expression alone tell who they are? (``landmark_person_top1``:
   if so, no motion input that carries the pose can be kept free of identity on these clips.)
 
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,7 +39,7 @@ from heser.data.augment import similarity_points, warp_similarity
 from heser.data.shards import INDEX_NAME, read_index, write_index
 from heser.evaluate import Sample, load_samples, resized_rgb
 from heser.face.cropper import choose_face
-from heser.face.motion import motion_features
+from heser.face.motion import SCHEME_OF_SIZE, motion_features
 from heser.face.types import FaceBackend
 from heser.imaging import from_uint8, resize, tile_grid, to_uint8
 from heser.nets.faceres import FaceRes
@@ -89,6 +93,9 @@ class Person:
     sources: list[Sample]
     drivers: list[Sample]
     gallery: list[Sample]
+    # the held-out frames of the same video with the most closed and the most open mouth (by
+    # the shards' landmarks), for the mouth test; None without two usable frames
+    mouth_pair: tuple[Sample, Sample] | None = None
 
 
 def _spread(items: list, count: int) -> list:
@@ -105,6 +112,7 @@ def load_people(subset_dir: Path, identities: tuple[str, ...], k: int, drivers: 
     plan: dict[str, Person] = {}
     keys: dict[str, set[str]] = {TRAIN: set(), HELD_OUT: set()}
     chosen: dict[str, tuple[list[str], list[str], list[str]]] = {}
+    every_held: dict[str, list[str]] = {}
     for identity in identities:
         rows = sorted((r for r in index if r["identity"] == identity),
                       key=lambda r: (r["video"], r["frame"]))
@@ -122,12 +130,26 @@ def load_people(subset_dir: Path, identities: tuple[str, ...], k: int, drivers: 
                             _spread(every_train, gallery))
         keys[TRAIN] |= set(chosen[identity][0]) | set(chosen[identity][2])
         keys[HELD_OUT] |= set(chosen[identity][1])
+        keys[HELD_OUT] |= set(held)  # the mouth test picks among all of them
+        every_held[identity] = held
     samples = {**load_samples(subset_dir, TRAIN, keys[TRAIN]),
                **load_samples(subset_dir, HELD_OUT, keys[HELD_OUT])}
     for identity, (sources, held, shown) in chosen.items():
         plan[identity] = Person(identity, [samples[k] for k in sources],
-                                [samples[k] for k in held], [samples[k] for k in shown])
+                                [samples[k] for k in held], [samples[k] for k in shown],
+                                mouth_pair([samples[k] for k in every_held[identity]]))
     return list(plan.values())
+
+
+def mouth_pair(frames: list[Sample]) -> tuple[Sample, Sample] | None:
+    """The frames with the most closed and the most open mouth by their own landmarks; None
+    when fewer than two have a measurable mouth or none opens wider than another."""
+    opening = [(mouth_opening(s.landmarks, SCHEME_OF_SIZE.get(len(s.landmarks), "")), s)
+               for s in frames if s.landmarks is not None]
+    usable = sorted((o for o in opening if np.isfinite(o[0])), key=lambda o: o[0])
+    if len(usable) < 2 or usable[-1][0] <= usable[0][0]:
+        return None
+    return usable[0][1], usable[-1][1]
 
 
 def _tensor(samples: list[Sample]) -> torch.Tensor:
@@ -258,52 +280,93 @@ def mouth_opening(landmarks: np.ndarray, scheme: str) -> float:
     return float(gap / np.linalg.norm(landmarks[left, :2] - landmarks[right, :2]))
 
 
+def _animate_own(task: AlignerTask, person: Person, picture: torch.Tensor,
+                 marks: torch.Tensor | None, key: str) -> torch.Tensor:
+    """I_A [1, 3, S, S] of ``person``'s sources driven by ``picture`` [1, 3, H, W] (its
+    landmarks [1, N, 3] or None), unaugmented."""
+    batch = {"sources": _tensor(person.sources)[None], "target": picture, "target_key": [key]}
+    if marks is not None:
+        batch["target_landmarks"] = marks
+    inputs = task.prepare(batch, 0, augment=False)
+    return task.fake(inputs, task.generator)["image"].float().cpu()
+
+
+def _following(task: AlignerTask, pairs: list[tuple[Person, list]], landmarks: Landmarks,
+               apart: Callable[[tuple, tuple], float]) -> tuple[float, float, np.ndarray]:
+    """Each person's sources driven by both drivers of its pair (two (picture [1, 3, H, W],
+    landmarks [1, N, 3] or None, key) of the person's own video, so no identity is in play):
+    the mean of ``apart`` between the two drivers and between the two I_A, both measured on
+    landmarks found by ``landmarks`` (pairs where a face is missed are left out of that mean),
+    and the picture: a row per person of the two drivers, then the two I_A."""
+    given, followed, rows = [], [], []
+    task.generator.eval()
+    try:
+        for person, drivers in pairs:
+            pictures = [picture for picture, _, _ in drivers]
+            animated = [_animate_own(task, person, *driver) for driver in drivers]
+            crop = pictures[0].shape[-1]
+            found_drivers = [landmarks(to_uint8(p[0])) for p in pictures]
+            found_animated = [landmarks(resized_rgb(to_uint8(a[0]), crop)) for a in animated]
+            if None not in found_drivers:
+                given.append(apart(*found_drivers))
+            if None not in found_animated:
+                followed.append(apart(*found_animated))
+            size = animated[0].shape[-1]
+            rows.append([resize(p, size) for p in pictures] + animated)
+    finally:
+        task.generator.train()
+    picture = tile_grid([torch.cat(column) for column in zip(*rows)], len(rows)) if rows else None
+    return float(np.mean(given or [np.nan])), float(np.mean(followed or [np.nan])), picture
+
+
 @torch.no_grad()
 def roll_following(task: AlignerTask, people: list[Person], landmarks: Landmarks,
                    roll_deg: float = ROLL_DEG) -> tuple[dict[str, float], np.ndarray]:
     """Does I_A follow a head roll? Each person's first held-out driver turned in the image
-    plane by +roll_deg and by -roll_deg (the picture and its landmarks alike) drives that
+    plane by -roll_deg and by +roll_deg (the picture and its landmarks alike) drives that
     person's own sources, so no identity is in play: the rotation between the two I_A
     (``roll_followed_deg``, from landmarks found on them) beside the one between the two
     turned drivers found the same way (``roll_given_deg``, about 2 * roll_deg).
     ``roll_following`` is their ratio: 1 follows the roll, 0 ignores it. The picture: a row
     per person of the two turned drivers, then the two I_A."""
-    given, followed, rows = [], [], []
-    task.generator.eval()
-    try:
-        for person in people:
-            driver = person.drivers[0]
-            image = from_uint8(driver.image)[None]
-            found_driver, found_animated, row = [], [], []
-            for sign in (1.0, -1.0):
-                angle = torch.tensor([sign * roll_deg])
-                scale, shift = torch.ones(1), torch.zeros(1, 2)
-                picture = warp_similarity(image, angle, scale, shift)
-                batch = {"sources": _tensor(person.sources)[None], "target": picture,
-                         "target_key": [driver.key]}
-                if driver.landmarks is not None:
-                    marks = torch.from_numpy(driver.landmarks)[None]
-                    batch["target_landmarks"] = similarity_points(marks, angle, scale, shift,
-                                                                  *image.shape[-2:])
-                inputs = task.prepare(batch, 0, augment=False)
-                animated = task.fake(inputs, task.generator)["image"].float().cpu()
-                row += [resize(picture, animated.shape[-1]), animated]
-                crop = driver.image.shape[0]
-                found_driver.append(landmarks(to_uint8(picture[0])))
-                found_animated.append(landmarks(resized_rgb(to_uint8(animated[0]), crop)))
-            rows.append([row[0], row[2], row[1], row[3]])  # drivers -, +; I_A -, +
-            if None not in found_driver:
-                given.append(metrics.pose_error_deg(found_driver[0][0], found_driver[1][0]))
-            if None not in found_animated:
-                followed.append(metrics.pose_error_deg(found_animated[0][0],
-                                                       found_animated[1][0]))
-    finally:
-        task.generator.train()
-    given_deg = float(np.mean(given or [np.nan]))
-    followed_deg = float(np.mean(followed or [np.nan]))
-    figures = {"roll_given_deg": given_deg, "roll_followed_deg": followed_deg,
-               "roll_following": followed_deg / given_deg}
-    return figures, tile_grid([torch.cat(column) for column in zip(*rows)], len(rows))
+    pairs = []
+    for person in people:
+        driver = person.drivers[0]
+        image = from_uint8(driver.image)[None]
+        turned = []
+        for sign in (-1.0, 1.0):
+            angle = torch.tensor([sign * roll_deg])
+            scale, shift = torch.ones(1), torch.zeros(1, 2)
+            marks = (None if driver.landmarks is None else
+                     similarity_points(torch.from_numpy(driver.landmarks)[None], angle, scale,
+                                       shift, *image.shape[-2:]))
+            turned.append((warp_similarity(image, angle, scale, shift), marks, driver.key))
+        pairs.append((person, turned))
+    given, followed, picture = _following(
+        task, pairs, landmarks, lambda a, b: metrics.pose_error_deg(a[0], b[0]))
+    return ({"roll_given_deg": given, "roll_followed_deg": followed,
+             "roll_following": followed / given}, picture)
+
+
+@torch.no_grad()
+def mouth_following(task: AlignerTask, people: list[Person], landmarks: Landmarks
+                    ) -> tuple[dict[str, float], np.ndarray | None]:
+    """Does I_A open its mouth when the driver does? Each person's ``mouth_pair`` (held-out
+    frames of its own video, mouth most closed and most open) drives that person's own
+    sources, so no identity is in play: how much wider I_A's mouth is with the open driver
+    than with the closed one (``mouth_followed``, inner-lip gap over the eye-corner distance,
+    from landmarks found on I_A) beside the same for the two drivers (``mouth_given``).
+    ``mouth_following`` is their ratio: 1 follows the mouth, 0 ignores it (negative: opens
+    it the other way). The picture: a row per person of the closed and the open driver, then
+    the two I_A. nan (and no picture) when no person has a pair."""
+    pairs = [(person, [(from_uint8(s.image)[None],
+                        None if s.landmarks is None else torch.from_numpy(s.landmarks)[None],
+                        s.key) for s in person.mouth_pair])
+             for person in people if person.mouth_pair is not None]
+    given, followed, picture = _following(
+        task, pairs, landmarks, lambda a, b: mouth_opening(*b) - mouth_opening(*a))
+    return ({"mouth_given": given, "mouth_followed": followed,
+             "mouth_following": followed / given if given else float("nan")}, picture)
 
 
 def _retrieval(descriptors: np.ndarray, people: list[Person], galleries: dict[str, np.ndarray],
@@ -331,7 +394,8 @@ def _retrieval(descriptors: np.ndarray, people: list[Person], galleries: dict[st
 def measure(task: AlignerTask, people: list[Person], faceres: FaceRes, landmarks: Landmarks,
             lpips_weights: Path) -> tuple[dict[str, float], dict[str, np.ndarray]]:
     """The check's figures (see the module docstring) and its pictures: ``grid`` (the cross
-    reenactment) and ``roll`` (the roll test)."""
+    reenactment), ``roll`` (the roll test) and ``mouth`` (the mouth test, when a person has a
+    mouth pair)."""
     animated = reenact(task, people)
     n_people, n_columns = animated.shape[:2]
     drivers_per = n_columns // n_people
@@ -359,8 +423,13 @@ def measure(task: AlignerTask, people: list[Person], faceres: FaceRes, landmarks
     result.update(code_spread(task, people))
     result.update(landmark_person_top1(people))
     roll, roll_picture = roll_following(task, people, landmarks)
+    mouth, mouth_picture = mouth_following(task, people, landmarks)
     result.update(roll)
-    return result, {"grid": _grid(animated, people), "roll": roll_picture}
+    result.update(mouth)
+    pictures = {"grid": _grid(animated, people), "roll": roll_picture}
+    if mouth_picture is not None:
+        pictures["mouth"] = mouth_picture
+    return result, pictures
 
 
 def source_average_l1(people: list[Person], size: int) -> float:
@@ -379,10 +448,14 @@ def _motion(pictures: np.ndarray, people: list[Person], same: np.ndarray,
             landmarks: Landmarks) -> dict[str, float]:
     """Over cross pairs: head-pose error of I_A against its driver and against its own sources
     (mean over the K), expression error likewise, and the correlation of I_A's mouth opening
-    with the driver's; ``face_found``: share of I_A where the backend found a face."""
+    with the driver's; ``face_found``: share of I_A where the backend found a face. Beside
+    them, the same errors between the driver itself and the sources (``*_driver_to_sources``):
+    what an I_A that followed the driver exactly would score against the sources, so how far
+    apart the two are to begin with."""
     drivers = [landmarks(s.image) for p in people for s in p.drivers]
     sources = [[landmarks(s.image) for s in p.sources] for p in people]
     pose_driver, pose_source, exp_driver, exp_source, mouths, found = [], [], [], [], [], []
+    pose_apart, exp_apart = [], []
     for r, row in enumerate(pictures):
         for c, picture in enumerate(row):
             if same[r, c]:
@@ -396,6 +469,8 @@ def _motion(pictures: np.ndarray, people: list[Person], same: np.ndarray,
             exp_driver.append(metrics.expression_error(wanted[0], got[0]))
             pose_source.append(np.mean([metrics.pose_error_deg(s[0], got[0]) for s in own]))
             exp_source.append(np.mean([metrics.expression_error(s[0], got[0]) for s in own]))
+            pose_apart.append(np.mean([metrics.pose_error_deg(s[0], wanted[0]) for s in own]))
+            exp_apart.append(np.mean([metrics.expression_error(s[0], wanted[0]) for s in own]))
             mouths.append((mouth_opening(*wanted), mouth_opening(*got)))
     mouth = np.array(mouths, np.float64).reshape(-1, 2)
     usable = mouth[np.isfinite(mouth).all(1)]
@@ -406,6 +481,8 @@ def _motion(pictures: np.ndarray, people: list[Person], same: np.ndarray,
             "pose_error_to_sources_deg": float(np.mean(pose_source or [np.nan])),
             "expression_error_to_driver": float(np.mean(exp_driver or [np.nan])),
             "expression_error_to_sources": float(np.mean(exp_source or [np.nan])),
+            "pose_error_driver_to_sources_deg": float(np.mean(pose_apart or [np.nan])),
+            "expression_error_driver_to_sources": float(np.mean(exp_apart or [np.nan])),
             "mouth_opening_correlation": correlation}
 
 

@@ -26,7 +26,9 @@ FIGURES = {"faceres_cross_top1", "faceres_chance", "faceres_cross_driver_share",
            "pose_error_to_driver_deg", "pose_error_to_sources_deg", "mouth_opening_correlation",
            "same_video_l1", "same_video_ssim", "same_video_lpips", "face_found",
            "same_video_l1_source_average", "portrait_code_spread", "adain_spread_over_drivers",
-           "landmark_person_top1", "roll_given_deg", "roll_followed_deg", "roll_following"}
+           "landmark_person_top1", "roll_given_deg", "roll_followed_deg", "roll_following",
+           "mouth_given", "mouth_followed", "mouth_following",
+           "pose_error_driver_to_sources_deg", "expression_error_driver_to_sources"}
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +66,9 @@ def test_dry_run_reports_every_figure(cfg: Config, tmp_path: Path):
     assert report["figures"]["faceres_chance"] == 0.25
     # the roll test's drivers, turned 8 degrees each way, measure about 16 degrees apart
     assert 12 < report["figures"]["roll_given_deg"] < 20
-    assert (tmp_path / "out" / "grid.png").exists() and (tmp_path / "out" / "roll.png").exists()
+    # the mouth test's drivers: the real detector finds the open mouth wider than the closed
+    assert report["figures"]["mouth_given"] > 0.02
+    assert all((tmp_path / "out" / f"{name}.png").exists() for name in ("grid", "roll", "mouth"))
     assert (tmp_path / "out" / "aligner.pt").exists()  # --resume can train it further
 
 

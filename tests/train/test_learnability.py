@@ -27,6 +27,7 @@ from heser.train.learnability import (
     code_spread,
     landmark_person_top1,
     mouth_opening,
+    mouth_pair,
     sensitivities,
     source_average_l1,
     subset_shards,
@@ -144,6 +145,24 @@ def test_mouth_opening_is_the_lip_gap_over_the_eye_corner_distance():
     landmarks[13, :2], landmarks[14, :2] = (5, 20), (5, 23)
     assert mouth_opening(landmarks, "mediapipe468") == pytest.approx(0.3)
     assert np.isnan(mouth_opening(np.zeros((68, 3)), "ibug68"))
+
+
+def _mouth(key: str, gap: float | None) -> Sample:
+    """A frame of the synthetic face with its inner lips ``gap`` pixels apart (None: no
+    landmarks)."""
+    marks = frontal_face()
+    if gap is not None:
+        marks[14, 1] = marks[13, 1] + gap
+    return Sample(key, "a", np.zeros((256, 256, 3), np.uint8), np.zeros((1, 1), np.uint8),
+                  None if gap is None else marks.astype(np.float32))
+
+
+def test_mouth_pair_is_the_most_closed_and_the_most_open_frame():
+    frames = [_mouth("half", 5), _mouth("closed", 1), _mouth("none", None), _mouth("open", 9)]
+    closed, opened = mouth_pair(frames)
+    assert (closed.key, opened.key) == ("closed", "open")
+    assert mouth_pair([_mouth("one", 4), _mouth("none", None)]) is None
+    assert mouth_pair([_mouth("same", 4), _mouth("again", 4)]) is None  # nothing opens wider
 
 
 def test_cross_pairs_pick_another_person_and_skip_the_lonely():
