@@ -26,6 +26,7 @@ from heser.train.learnability import (
     _retrieval,
     code_spread,
     landmark_person_top1,
+    mouth_following,
     mouth_opening,
     mouth_pair,
     sensitivities,
@@ -163,6 +164,12 @@ def test_mouth_pair_is_the_most_closed_and_the_most_open_frame():
     assert (closed.key, opened.key) == ("closed", "open")
     assert mouth_pair([_mouth("one", 4), _mouth("none", None)]) is None
     assert mouth_pair([_mouth("same", 4), _mouth("again", 4)]) is None  # nothing opens wider
+
+
+def test_mouth_following_without_a_mouth_pair_is_nan_and_draws_nothing(tmp_path: Path):
+    task = AlignerTask(_tiny(tmp_path), torch.device("cpu"))
+    figures, picture = mouth_following(task, [Person("a", [], [], [])], landmarks=None)
+    assert picture is None and all(np.isnan(v) for v in figures.values())
 
 
 def test_cross_pairs_pick_another_person_and_skip_the_lonely():
