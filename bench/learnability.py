@@ -218,7 +218,9 @@ def _print(report: dict) -> None:
           f"{f['expression_error_to_driver']:.3f}, to the sources "
           f"{f['expression_error_to_sources']:.3f}; the driver itself to the sources: pose "
           f"{f['pose_error_driver_to_sources_deg']:.1f} deg, expression "
-          f"{f['expression_error_driver_to_sources']:.3f}; mouth-opening correlation with the "
+          f"{f['expression_error_driver_to_sources']:.3f}; the driver against itself at the "
+          f"aligner's size (the floor): pose {f['pose_error_floor_deg']:.1f} deg, expression "
+          f"{f['expression_error_floor']:.3f}; mouth-opening correlation with the "
           f"driver {f['mouth_opening_correlation']:.2f} (faces found in {f['face_found']:.0%} "
           "of I_A)")
     print(f"same-video reenactment of held-out frames: L1 {f['same_video_l1']:.3f}, SSIM "

@@ -418,6 +418,7 @@ def measure(task: AlignerTask, people: list[Person], faceres: FaceRes, landmarks
                                                         same).items() if k != "chance"})
     result.update(_motion(pictures.reshape(n_people, n_columns, *pictures.shape[1:]), people,
                           same, landmarks))
+    result.update(resolution_floor(people, animated.shape[-1], landmarks))
     result.update(_same_video(animated, people, same, lpips_weights))
     result["same_video_l1_source_average"] = source_average_l1(people, animated.shape[-1])
     result.update(code_spread(task, people))
@@ -442,6 +443,24 @@ def source_average_l1(people: list[Person], size: int) -> float:
         drivers = resize(_tensor(person.drivers), size)
         errors.append((drivers - average).abs().mean(dim=(1, 2, 3)))
     return float(torch.cat(errors).mean())
+
+
+def resolution_floor(people: list[Person], size: int, landmarks: Landmarks
+                     ) -> dict[str, float]:
+    """Each driver against itself after a round trip through the aligner's resolution (down to
+    ``size``, back up to the crop): the lowest pose and expression error against the driver
+    that any I_A of this size can score with this landmark detector."""
+    pose, expression = [], []
+    for driver in (s for p in people for s in p.drivers):
+        crop = driver.image.shape[0]
+        found = landmarks(driver.image)
+        coarse = landmarks(resized_rgb(resized_rgb(driver.image, size), crop))
+        if found is None or coarse is None:
+            continue
+        pose.append(metrics.pose_error_deg(found[0], coarse[0]))
+        expression.append(metrics.expression_error(found[0], coarse[0]))
+    return {"pose_error_floor_deg": float(np.mean(pose or [np.nan])),
+            "expression_error_floor": float(np.mean(expression or [np.nan]))}
 
 
 def _motion(pictures: np.ndarray, people: list[Person], same: np.ndarray,

@@ -28,7 +28,8 @@ FIGURES = {"faceres_cross_top1", "faceres_chance", "faceres_cross_driver_share",
            "same_video_l1_source_average", "portrait_code_spread", "adain_spread_over_drivers",
            "landmark_person_top1", "roll_given_deg", "roll_followed_deg", "roll_following",
            "mouth_given", "mouth_followed", "mouth_following",
-           "pose_error_driver_to_sources_deg", "expression_error_driver_to_sources"}
+           "pose_error_driver_to_sources_deg", "expression_error_driver_to_sources",
+           "pose_error_floor_deg", "expression_error_floor"}
 
 
 @pytest.fixture(scope="module")
