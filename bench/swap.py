@@ -86,7 +86,7 @@ def end_to_end(cfg_overrides: dict, frames: int, untrained: bool) -> dict:
         peak_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
         cropper = Cropper(make_face_backend(cfg, cfg.path(cfg.paths.weights)), cfg.crop)
         stability = video_stability(cfg, clip, Path(tmp) / "swap.mp4",
-                                    source_crops(cfg, cropper, SOURCES, []))
+                                    [c.image for c in source_crops(cfg, cropper, SOURCES, [])])
     meta = probe_video(CLIP)
     return {"mode": "end-to-end", **_sizes(cfg), "target": f"{meta.width}x{meta.height}",
             "frames": report.frames, "swapped": report.swapped, "seconds": report.seconds,

@@ -26,7 +26,7 @@ from heser.assets import sha256_file
 from heser.config import Config
 from heser.data.masks import Fig4Masks, dilate, dilation_radius, fig4_masks
 from heser.face.backends import make_face_backend, make_parser
-from heser.face.cropper import Cropper, choose_face
+from heser.face.cropper import CroppedFace, Cropper, choose_face
 from heser.face.motion import motion_features
 from heser.imaging import from_uint8, grayscale, resize, resize_labels, to_uint8
 from heser.nets.aligner import Head2HeadAligner, driver_inputs
@@ -199,14 +199,15 @@ def finetune_key(cfg: Config, crops: list[np.ndarray], checkpoint: Path, steps: 
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:20]
 
 
-def finetuned_aligner(cfg: Config, crops: list[np.ndarray], names: list[str], steps: int,
+def finetuned_aligner(cfg: Config, crops: list[CroppedFace], names: list[str], steps: int,
                       checkpoint: Path | None = None) -> Path:
     """The subject-specific aligner for these source crops (heser.train.finetune, imported only
     here), computed once and cached under swap.finetune_cache."""
     checkpoint = checkpoint or model_paths(cfg)[0]
     if not checkpoint.exists():
         raise SwapError(f"{checkpoint}: no trained aligner; run `dvc repro train_aligner`")
-    cached = cfg.path(cfg.swap.finetune_cache) / f"{finetune_key(cfg, crops, checkpoint, steps)}.pt"
+    key = finetune_key(cfg, [crop.image for crop in crops], checkpoint, steps)
+    cached = cfg.path(cfg.swap.finetune_cache) / f"{key}.pt"
     if not cached.exists():
         from heser.train.finetune import finetune
 

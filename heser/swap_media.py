@@ -64,16 +64,17 @@ class SwapReport:
 
 
 def source_crops(cfg: Config, cropper: Cropper, paths: list[Path],
-                 notes: list[str]) -> list[np.ndarray]:
-    """The head crops of the sources: one per photo, ``swap.source_frames`` per video."""
-    crops: list[np.ndarray] = []
+                 notes: list[str]) -> list[CroppedFace]:
+    """The head crops of the sources (with the faces they were cut around): one per photo,
+    ``swap.source_frames`` per video."""
+    crops: list[CroppedFace] = []
     for path in paths:
         try:
             if is_video(path):
-                crops += [c.image for c in video_source_crops(cfg, cropper, path, notes)]
+                crops += video_source_crops(cfg, cropper, path, notes)
             else:
                 rgb, _ = read_image(path, cfg.crop.min_image_side)
-                crops.append(cropper.crop_photo(rgb, path, notes).image)
+                crops.append(cropper.crop_photo(rgb, path, notes))
         except CropError as exc:
             raise SwapError(str(exc)) from exc
     return crops
@@ -274,12 +275,13 @@ def run_swap(cfg: Config, sources: list[Path], target: Path, out: Path,
         tuned = finetuned_aligner(cfg, crops, [p.name for p in sources], finetune_steps, aligner)
         swapper.load_aligner(load_checkpoint(tuned)["generator"])
         report.notes.append(f"aligner fine-tuned for {finetune_steps} steps ({tuned})")
-    code = swapper.source_code(crops)
+    images = [crop.image for crop in crops]
+    code = swapper.source_code(images)
     if is_video(target):
         swap_video(cfg, swapper, code, sources, target, out, target_face, report)
     else:
         swap_image(cfg, swapper, code, sources, target, out, target_face, report)
     report.seconds = time.perf_counter() - started
     if is_video(target) and cfg.swap.video_stability:
-        report.notes.append(stability_summary(video_stability(cfg, target, out, crops)))
+        report.notes.append(stability_summary(video_stability(cfg, target, out, images)))
     return report

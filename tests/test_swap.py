@@ -116,6 +116,11 @@ def test_landmark_motion_input_animates_from_the_targets_landmarks(cfg: Config,
     assert (still - moved).abs().max() > 0
     with pytest.raises(ValueError, match="without landmark features"):
         swapper.animate(code, target)
+    # fine-tuning reads the sources' landmarks too
+    sources = [sample_path(SOURCE), sample_path("images/dt_woman_D_crop256.png")]
+    tuned = run_swap(landmarks, sources, sample_path(TARGET), tmp_path / "t.png",
+                     finetune_steps=1)
+    assert "fine-tuned for 1 steps" in tuned.notes[-1]
 
 
 def test_a_video_keeps_its_frames_size_fps_and_audio_and_counts_faceless_frames(

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import pytest
 import torch
 
+from heser.config import Config
 from heser.face.backends import make_face_backend
 from heser.face.cropper import Cropper
 from heser.swap_media import source_crops
 from heser.train.checkpoint import save_checkpoint
-from heser.train.finetune import FinetuneError, finetune
+from heser.train.finetune import FinetuneError, episodes, finetune, subject_landmarks
 from tests.conftest import sample_path
 from tests.train.test_gan import ONE, _tiny, _trainer
 
@@ -56,10 +59,38 @@ def test_one_crop_is_not_enough(base, tmp_path: Path):
     assert not (tmp_path / "x.pt").exists()
 
 
-def test_landmark_motion_input_is_refused_before_anything_is_written(base, tmp_path: Path):
-    cfg, checkpoint, crops = base
-    landmarks = cfg.model_copy(update={"aligner": cfg.aligner.model_copy(
+def _landmark_input(cfg: Config) -> Config:
+    return cfg.model_copy(update={"aligner": cfg.aligner.model_copy(
         update={"motion_input": "landmarks"})})
-    with pytest.raises(FinetuneError, match="motion_input: landmarks"):
-        finetune(landmarks, crops, ["a.png", "b.png"], checkpoint, 1, tmp_path / "x.pt")
+
+
+def test_with_the_landmark_input_each_target_brings_its_own_landmarks(base, tmp_path: Path,
+                                                                     monkeypatch):
+    cfg, checkpoint, crops = base
+    landmarks = subject_landmarks(_landmark_input(cfg), crops)
+    assert subject_landmarks(cfg, crops) is None  # the image input reads none
+    assert landmarks.shape == (2, 468, 3)
+    # the crop's own landmarks in crop pixels: the eye corners lie inside the crop
+    side = crops[0].image.shape[0]
+    assert ((landmarks[:, [33, 263], :2] > 0) & (landmarks[:, [33, 263], :2] < side)).all()
+    images = torch.zeros(2, 3, 8, 8)
+    batch = episodes(images, 2, 6, torch.Generator().manual_seed(0), landmarks)
+    targets = [int(key.rsplit("__", 1)[1]) for key in batch["target_key"]]
+    assert torch.equal(batch["target_landmarks"], landmarks[targets])
+    # and the landmark aligner fine-tunes on them (a landmark-input base checkpoint)
+    cfg = _landmark_input(cfg)
+    base_ckpt = tmp_path / "landmark_aligner.pt"
+    save_checkpoint(base_ckpt, _trainer(cfg, ONE).state_dict([{"epoch": 0, "batch": 0}], []))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    result = finetune(cfg, crops, ["a.png", "b.png"], base_ckpt, 1, tmp_path / "x.pt")
+    assert result["steps"] == 1 and (tmp_path / "x.pt").exists()
+
+
+def test_unusable_landmarks_are_refused_naming_the_crop(base, tmp_path: Path):
+    cfg, checkpoint, crops = base
+    broken = replace(crops[1], face=replace(crops[1].face,
+                                            landmarks=np.full((468, 3), np.nan, np.float32)))
+    with pytest.raises(FinetuneError, match="source crop 2 of 2: .*NaN"):
+        finetune(_landmark_input(cfg), [crops[0], broken], ["a.png", "b.png"], checkpoint, 1,
+                 tmp_path / "x.pt")
     assert not (tmp_path / "x.pt").exists()
