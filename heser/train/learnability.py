@@ -292,12 +292,14 @@ def _animate_own(task: AlignerTask, person: Person, picture: torch.Tensor,
 
 
 def _following(task: AlignerTask, pairs: list[tuple[Person, list]], landmarks: Landmarks,
-               apart: Callable[[tuple, tuple], float]) -> tuple[float, float, np.ndarray]:
+               apart: Callable[[tuple, tuple], float]
+               ) -> tuple[float, float, np.ndarray | None]:
     """Each person's sources driven by both drivers of its pair (two (picture [1, 3, H, W],
     landmarks [1, N, 3] or None, key) of the person's own video, so no identity is in play):
     the mean of ``apart`` between the two drivers and between the two I_A, both measured on
     landmarks found by ``landmarks`` (pairs where a face is missed are left out of that mean),
-    and the picture: a row per person of the two drivers, then the two I_A."""
+    and the picture (None without pairs): a row per person of the two drivers, then the two
+    I_A."""
     given, followed, rows = [], [], []
     task.generator.eval()
     try:
@@ -315,8 +317,8 @@ def _following(task: AlignerTask, pairs: list[tuple[Person, list]], landmarks: L
             rows.append([resize(p, size) for p in pictures] + animated)
     finally:
         task.generator.train()
-    picture = tile_grid([torch.cat(column) for column in zip(*rows)], len(rows)) if rows else None
-    return float(np.mean(given or [np.nan])), float(np.mean(followed or [np.nan])), picture
+    grid = tile_grid([torch.cat(column) for column in zip(*rows)], len(rows)) if rows else None
+    return float(np.mean(given or [np.nan])), float(np.mean(followed or [np.nan])), grid
 
 
 @torch.no_grad()
