@@ -99,7 +99,8 @@ def test_a_picture_is_swapped_pasted_back_at_full_size_and_tagged(cfg: Config, t
 def test_landmark_motion_input_animates_from_the_targets_landmarks(cfg: Config,
                                                                    tmp_path: Path):
     landmarks = with_overrides(cfg, {"aligner.motion_input": "landmarks",
-                                     "paths.models": str(tmp_path / "models")}, "test")
+                                     "paths.models": str(tmp_path / "models"),
+                                     "swap.finetune_cache": str(tmp_path / "finetune")}, "test")
     save_untrained_models(landmarks)
     report = run_swap(landmarks, [sample_path(SOURCE)], sample_path(TARGET), tmp_path / "s.png")
     assert (report.frames, report.swapped) == (1, 1)
