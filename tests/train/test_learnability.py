@@ -29,6 +29,7 @@ from heser.train.learnability import (
     mouth_following,
     mouth_opening,
     mouth_pair,
+    resolution_floor,
     sensitivities,
     source_average_l1,
     subset_shards,
@@ -170,6 +171,24 @@ def test_mouth_following_without_a_mouth_pair_is_nan_and_draws_nothing(tmp_path:
     task = AlignerTask(_tiny(tmp_path), torch.device("cpu"))
     figures, picture = mouth_following(task, [Person("a", [], [], [])], landmarks=None)
     assert picture is None and all(np.isnan(v) for v in figures.values())
+
+
+def test_resolution_floor_compares_each_driver_with_its_own_round_trip():
+    detail = np.random.default_rng(0).integers(0, 255, (256, 256, 3), dtype=np.uint8)
+    seen = []
+
+    def found(image: np.ndarray):  # the detector: the synthetic face, opened as the image blurs
+        seen.append(image.shape)
+        marks = frontal_face()
+        marks[14, 1] += 10 * (image.std() < detail.std())
+        return marks, "mediapipe468"
+
+    person = Person("a", [], [Sample("k", "a", detail, np.zeros((1, 1), np.uint8))], [])
+    floor = resolution_floor([person], 16, found)
+    assert seen == [(256, 256, 3)] * 2  # the driver, then its round trip, both at crop size
+    assert floor["pose_error_floor_deg"] == pytest.approx(0, abs=1e-3)
+    assert floor["expression_error_floor"] > 0  # 16 px lost the detail: the mouth "moved"
+    assert np.isnan(resolution_floor([person], 16, lambda image: None)["pose_error_floor_deg"])
 
 
 def test_cross_pairs_pick_another_person_and_skip_the_lonely():
