@@ -297,7 +297,8 @@ def _following(task: AlignerTask, pairs: list[tuple[Person, list]], landmarks: L
     """Each person's sources driven by both drivers of its pair (two (picture [1, 3, H, W],
     landmarks [1, N, 3] or None, key) of the person's own video, so no identity is in play):
     the mean of ``apart`` between the two drivers and between the two I_A, both measured on
-    landmarks found by ``landmarks`` (pairs where a face is missed are left out of that mean),
+    landmarks found by ``landmarks`` over the same pairs (a pair where any of the four faces
+    is missed is left out of both, so their ratio compares like with like),
     and the picture (None without pairs): a row per person of the two drivers, then the two
     I_A."""
     given, followed, rows = [], [], []
@@ -309,9 +310,8 @@ def _following(task: AlignerTask, pairs: list[tuple[Person, list]], landmarks: L
             crop = pictures[0].shape[-1]
             found_drivers = [landmarks(to_uint8(p[0])) for p in pictures]
             found_animated = [landmarks(resized_rgb(to_uint8(a[0]), crop)) for a in animated]
-            if None not in found_drivers:
+            if None not in found_drivers + found_animated:  # both means over the same pairs
                 given.append(apart(*found_drivers))
-            if None not in found_animated:
                 followed.append(apart(*found_animated))
             size = animated[0].shape[-1]
             rows.append([resize(p, size) for p in pictures] + animated)

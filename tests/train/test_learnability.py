@@ -16,6 +16,7 @@ from scipy.spatial.transform import Rotation
 from heser.data.shards import INDEX_NAME, read_index, write_index
 from heser.evaluate import Sample
 from heser.face.motion import motion_features
+from heser.imaging import from_uint8
 from heser.train.aligner import AlignerTask, cross_pairs, frozen
 from heser.train.distributed import DistInfo
 from heser.train.gan import GanTrainer, episode_generators
@@ -23,6 +24,7 @@ from heser.train.learnability import (
     HELD_OUT,
     TRAIN,
     Person,
+    _following,
     _retrieval,
     code_spread,
     landmark_person_top1,
@@ -189,6 +191,22 @@ def test_resolution_floor_compares_each_driver_with_its_own_round_trip():
     assert floor["pose_error_floor_deg"] == pytest.approx(0, abs=1e-3)
     assert floor["expression_error_floor"] > 0  # 16 px lost the detail: the mouth "moved"
     assert np.isnan(resolution_floor([person], 16, lambda image: None)["pose_error_floor_deg"])
+
+
+def test_following_compares_drivers_and_i_a_over_the_same_pairs(tmp_path: Path):
+    task = AlignerTask(_tiny(tmp_path), torch.device("cpu"))
+    face = _frame(0)
+    person = Person("a", [face, face], [], [])
+    picture = from_uint8(face.image)[None]
+    # the detector finds the drivers and "measures" them by their key; I_A it finds only for b
+    found = iter([(1.0,), (3.0,), (1.0,), None,      # pair a: drivers 2 apart, one I_A missed
+                  (0.0,), (10.0,), (0.0,), (5.0,)])  # pair b: drivers 10 apart, I_A 5
+    pairs = [(person, [(picture, None, "a0"), (picture, None, "a1")]),
+             (person, [(picture, None, "b0"), (picture, None, "b1")])]
+    given, followed, grid = _following(task, pairs, lambda image: next(found),
+                                       lambda x, y: y[0] - x[0])
+    assert (given, followed) == (10.0, 5.0)  # pair a left out of both means
+    assert grid is not None
 
 
 def test_cross_pairs_pick_another_person_and_skip_the_lonely():
