@@ -293,15 +293,15 @@ def _animate_own(task: AlignerTask, person: Person, picture: torch.Tensor,
 
 def _following(task: AlignerTask, pairs: list[tuple[Person, list]], landmarks: Landmarks,
                apart: Callable[[tuple, tuple], float]
-               ) -> tuple[float, float, np.ndarray | None]:
+               ) -> tuple[float, float, float, np.ndarray | None]:
     """Each person's sources driven by both drivers of its pair (two (picture [1, 3, H, W],
-    landmarks [1, N, 3] or None, key) of the person's own video, so no identity is in play):
-    the mean of ``apart`` between the two drivers and between the two I_A, both measured on
-    landmarks found by ``landmarks`` over the same pairs (a pair where any of the four faces
-    is missed is left out of both, so their ratio compares like with like),
-    and the picture (None without pairs): a row per person of the two drivers, then the two
-    I_A."""
-    given, followed, rows = [], [], []
+    landmarks [1, N, 3] or None, key) of the person's own video, so no identity is in play),
+    with ``apart`` measured on landmarks found by ``landmarks``: its mean between the two
+    drivers (every pair whose drivers are found), its mean between the two I_A, and the
+    ratio of the two over the same pairs (a pair where any of the four faces is missed is
+    left out of the I_A mean and the ratio, so the ratio compares like with like); and the
+    picture (None without pairs): a row per person of the two drivers, then the two I_A."""
+    given, paired, rows = [], [], []
     task.generator.eval()
     try:
         for person, drivers in pairs:
@@ -310,15 +310,19 @@ def _following(task: AlignerTask, pairs: list[tuple[Person, list]], landmarks: L
             crop = pictures[0].shape[-1]
             found_drivers = [landmarks(to_uint8(p[0])) for p in pictures]
             found_animated = [landmarks(resized_rgb(to_uint8(a[0]), crop)) for a in animated]
-            if None not in found_drivers + found_animated:  # both means over the same pairs
+            if None not in found_drivers:
                 given.append(apart(*found_drivers))
-                followed.append(apart(*found_animated))
+                if None not in found_animated:
+                    paired.append((given[-1], apart(*found_animated)))
             size = animated[0].shape[-1]
             rows.append([resize(p, size) for p in pictures] + animated)
     finally:
         task.generator.train()
     grid = tile_grid([torch.cat(column) for column in zip(*rows)], len(rows)) if rows else None
-    return float(np.mean(given or [np.nan])), float(np.mean(followed or [np.nan])), grid
+    both = np.array(paired, np.float64).reshape(-1, 2)
+    ratio = float(both[:, 1].mean() / both[:, 0].mean()) if len(both) else float("nan")
+    followed = float(both[:, 1].mean()) if len(both) else float("nan")
+    return float(np.mean(given or [np.nan])), followed, ratio, grid
 
 
 @torch.no_grad()
@@ -344,10 +348,10 @@ def roll_following(task: AlignerTask, people: list[Person], landmarks: Landmarks
                                        shift, *image.shape[-2:]))
             turned.append((warp_similarity(image, angle, scale, shift), marks, driver.key))
         pairs.append((person, turned))
-    given, followed, picture = _following(
+    given, followed, ratio, picture = _following(
         task, pairs, landmarks, lambda a, b: metrics.pose_error_deg(a[0], b[0]))
     return ({"roll_given_deg": given, "roll_followed_deg": followed,
-             "roll_following": followed / given}, picture)
+             "roll_following": ratio}, picture)
 
 
 @torch.no_grad()
@@ -365,10 +369,10 @@ def mouth_following(task: AlignerTask, people: list[Person], landmarks: Landmark
                         None if s.landmarks is None else torch.from_numpy(s.landmarks)[None],
                         s.key) for s in person.mouth_pair])
              for person in people if person.mouth_pair is not None]
-    given, followed, picture = _following(
+    given, followed, ratio, picture = _following(
         task, pairs, landmarks, lambda a, b: mouth_opening(*b) - mouth_opening(*a))
-    return ({"mouth_given": given, "mouth_followed": followed,
-             "mouth_following": followed / given if given else float("nan")}, picture)
+    return ({"mouth_given": given, "mouth_followed": followed, "mouth_following": ratio},
+            picture)
 
 
 def _retrieval(descriptors: np.ndarray, people: list[Person], galleries: dict[str, np.ndarray],

@@ -203,9 +203,10 @@ def test_following_compares_drivers_and_i_a_over_the_same_pairs(tmp_path: Path):
                   (0.0,), (10.0,), (0.0,), (5.0,)])  # pair b: drivers 10 apart, I_A 5
     pairs = [(person, [(picture, None, "a0"), (picture, None, "a1")]),
              (person, [(picture, None, "b0"), (picture, None, "b1")])]
-    given, followed, grid = _following(task, pairs, lambda image: next(found),
-                                       lambda x, y: y[0] - x[0])
-    assert (given, followed) == (10.0, 5.0)  # pair a left out of both means
+    given, followed, ratio, grid = _following(task, pairs, lambda image: next(found),
+                                              lambda x, y: y[0] - x[0])
+    assert given == 6.0  # what the drivers give: both pairs
+    assert (followed, ratio) == (5.0, 0.5)  # pair a, with a missed I_A, left out of the ratio
     assert grid is not None
 
 
